@@ -1,0 +1,111 @@
+//! The facts the platform records. Each event has an Avro schema in `schemas/`
+//! (the source of truth for the wire form); these are the Rust shapes the core
+//! works with. Secrets (password hashes, phone numbers, card numbers) never
+//! appear in an event: topics are read by other teams.
+
+use crate::account::Role;
+use crate::ids::{ConcertId, EventId, ScheduleId, StageId, UserId};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Common to every event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMeta {
+    pub event_id: EventId,
+    pub occurred_at: DateTime<Utc>,
+    /// The account that caused it; `None` for the system itself.
+    pub actor: Option<UserId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRegistered {
+    pub meta: EventMeta,
+    pub user_id: UserId,
+    pub email: String,
+    pub nickname: String,
+    pub role: Role,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageCreated {
+    pub meta: EventMeta,
+    pub stage_id: StageId,
+    pub seller_id: UserId,
+    pub name: String,
+    pub location: String,
+    pub rows: u16,
+    pub cols: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConcertCreated {
+    pub meta: EventMeta,
+    pub concert_id: ConcertId,
+    pub seller_id: UserId,
+    pub stage_id: StageId,
+    pub concert_name: String,
+    pub runtime_minutes: u32,
+    pub start_date: NaiveDate,
+    pub end_date: NaiveDate,
+    pub price: i64,
+    pub concert_image: Option<String>,
+}
+
+/// Opens a schedule's life on its own partition. It carries the seat grid and
+/// price so that the schedule processor can build its state from this one event,
+/// without reading the catalog.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleCreated {
+    pub meta: EventMeta,
+    pub schedule_id: ScheduleId,
+    pub concert_id: ConcertId,
+    pub seller_id: UserId,
+    pub stage_id: StageId,
+    pub rows: u16,
+    pub cols: u16,
+    pub price: i64,
+    pub concert_date: NaiveDate,
+    pub concert_time: NaiveTime,
+    pub sale_opens_at: Option<DateTime<Utc>>,
+}
+
+/// Every event the platform produces.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    UserRegistered(UserRegistered),
+    StageCreated(StageCreated),
+    ConcertCreated(ConcertCreated),
+    ScheduleCreated(ScheduleCreated),
+}
+
+impl Event {
+    pub fn meta(&self) -> &EventMeta {
+        match self {
+            Event::UserRegistered(e) => &e.meta,
+            Event::StageCreated(e) => &e.meta,
+            Event::ConcertCreated(e) => &e.meta,
+            Event::ScheduleCreated(e) => &e.meta,
+        }
+    }
+
+    /// The Kafka key: the id of the aggregate that owns the event, so that all of
+    /// one schedule's events land on one partition, in order.
+    pub fn key(&self) -> String {
+        match self {
+            Event::UserRegistered(e) => e.user_id.to_string(),
+            Event::StageCreated(e) => e.stage_id.to_string(),
+            Event::ConcertCreated(e) => e.concert_id.to_string(),
+            Event::ScheduleCreated(e) => e.schedule_id.to_string(),
+        }
+    }
+
+    /// A stable name, used as the Avro record name and in metrics labels.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Event::UserRegistered(_) => "UserRegistered",
+            Event::StageCreated(_) => "StageCreated",
+            Event::ConcertCreated(_) => "ConcertCreated",
+            Event::ScheduleCreated(_) => "ScheduleCreated",
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Typed identifiers, so a stage id can never be passed where a schedule id is
+//! expected. They are minted at the edge (UUIDv7, time-ordered, which keeps CQL
+//! partitions and Kafka keys well spread) and passed into the core.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use uuid::Uuid;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            pub const fn from_uuid(id: Uuid) -> Self {
+                Self(id)
+            }
+            pub const fn as_uuid(&self) -> Uuid {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+
+        impl From<Uuid> for $name {
+            fn from(id: Uuid) -> Self {
+                Self(id)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// An account: buyer, seller or manager.
+    UserId
+);
+id_type!(
+    /// A venue layout (rows x cols).
+    StageId
+);
+id_type!(
+    /// A show sold by a seller, played on one stage.
+    ConcertId
+);
+id_type!(
+    /// One performance of a concert; the unit that owns a waiting room and a seat map,
+    /// and the Kafka key of everything about it.
+    ScheduleId
+);
+id_type!(
+    /// The identity of one event, used to deduplicate deliveries.
+    EventId
+);

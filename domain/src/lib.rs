@@ -1,0 +1,15 @@
+//! The pure core of the ticketing platform.
+//!
+//! Everything here is deterministic: identifiers, time and randomness come in as
+//! arguments, so the same inputs always give the same outputs. Adapters (HTTP,
+//! Kafka, CQL, Redis, the embedded log) live in other crates; a test in this crate
+//! keeps it that way.
+
+pub mod account;
+pub mod audit;
+pub mod catalog;
+pub mod error;
+pub mod events;
+pub mod ids;
+
+pub use error::ValidationError;

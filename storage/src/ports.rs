@@ -1,0 +1,102 @@
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use ticketing_domain::account::{Email, Role, User};
+use ticketing_domain::catalog::{Concert, Schedule, Stage};
+use ticketing_domain::ids::{ConcertId, ScheduleId, StageId, UserId};
+use uuid::Uuid;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("email is already registered")]
+    EmailTaken,
+    #[error("nickname is already taken")]
+    NicknameTaken,
+    /// The engine could not be reached or failed; the caller may retry.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored row could not be read back (corruption or an incompatible change).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// One page of a listing. `page` is 0-based.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub page: u32,
+    pub size: u32,
+    pub total: u64,
+}
+
+/// Accounts. The store is the system of record for credentials, which never
+/// travel on the event bus; uniqueness of e-mail and nickname is decided here.
+#[async_trait]
+pub trait AccountStore: Send + Sync + 'static {
+    /// Creates the account, claiming its e-mail and nickname atomically with
+    /// respect to other sign-ups: two concurrent sign-ups with one e-mail give
+    /// one `Ok` and one `EmailTaken`. A claim left behind by a failed sign-up
+    /// must not block the owner of the e-mail for ever (implementations say how).
+    async fn insert_user(&self, user: &User) -> Result<(), StoreError>;
+    async fn user_by_email(&self, email: &Email) -> Result<Option<User>, StoreError>;
+    async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError>;
+}
+
+/// The catalog. Rows are written through by the ingress (read-your-writes) and
+/// again by the catalog sink from the events (convergence): every `put_*` is an
+/// idempotent upsert of the whole row.
+#[async_trait]
+pub trait CatalogStore: Send + Sync + 'static {
+    async fn put_stage(&self, stage: &Stage) -> Result<(), StoreError>;
+    async fn put_concert(&self, concert: &Concert) -> Result<(), StoreError>;
+    async fn put_schedule(&self, schedule: &Schedule) -> Result<(), StoreError>;
+    async fn stage(&self, id: StageId) -> Result<Option<Stage>, StoreError>;
+    async fn concert(&self, id: ConcertId) -> Result<Option<Concert>, StoreError>;
+    async fn schedule(&self, id: ScheduleId) -> Result<Option<Schedule>, StoreError>;
+    /// A concert's schedules, ordered by date then time.
+    async fn schedules_of(&self, concert: ConcertId) -> Result<Vec<Schedule>, StoreError>;
+    /// Concerts newest first (by creation time, then id), skipping deleted ones.
+    async fn list_concerts(&self, page: u32, size: u32) -> Result<Page<Concert>, StoreError>;
+}
+
+/// A login: one access/refresh token family.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub session_id: Uuid,
+    pub user_id: UserId,
+    pub role: Role,
+    /// SHA-256 (hex) of the only refresh secret that may be used next.
+    pub refresh_hash: String,
+    /// The session (and so its refresh token) ends here at the latest.
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// The presented secret was current; it is now replaced.
+    Rotated(Session),
+    /// The presented secret was an older one of this session: it leaked or was
+    /// replayed, so the whole session has been revoked.
+    Reused,
+    /// No such live session (logged out, revoked or expired).
+    Unknown,
+}
+
+/// Login sessions (Redis in the real stack). Revoking a session invalidates its
+/// access and refresh tokens at once.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    async fn create(&self, session: &Session) -> Result<(), StoreError>;
+    /// Atomically: if `presented_hash` is the session's current refresh hash,
+    /// replace it by `next_hash`; if it is not, revoke the session.
+    async fn rotate(
+        &self,
+        session_id: Uuid,
+        presented_hash: &str,
+        next_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RotateOutcome, StoreError>;
+    async fn revoke(&self, session_id: Uuid) -> Result<(), StoreError>;
+    async fn is_active(&self, session_id: Uuid, now: DateTime<Utc>) -> Result<bool, StoreError>;
+}
