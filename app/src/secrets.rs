@@ -1,0 +1,41 @@
+//! `ticketing dev` must start with no configuration, yet keep tokens and phone
+//! numbers readable across restarts: it generates its secrets once and keeps
+//! them in the data directory (mode 0600). The real stack takes them from its
+//! environment instead.
+
+use anyhow::Context;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use ticketing_ingress::security::phone::PhoneCipher;
+
+#[derive(Serialize, Deserialize)]
+pub struct DevSecrets {
+    pub token_secret: String,
+    pub phone_keys: String,
+}
+
+pub fn load_or_create(dir: &Path) -> anyhow::Result<DevSecrets> {
+    let path = dir.join("secrets.json");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        return serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()));
+    }
+    let mut raw = [0u8; 48];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let secrets = DevSecrets {
+        token_secret: B64.encode(raw),
+        phone_keys: PhoneCipher::generate_spec("dev1"),
+    };
+    let tmp = dir.join("secrets.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&secrets)?)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    Ok(secrets)
+}
