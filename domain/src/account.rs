@@ -275,7 +275,11 @@ mod tests {
             "ann@.example.com",
             "ann@example..com",
         ] {
-            assert_eq!(Email::parse(bad).unwrap_err().code, "INVALID_EMAIL", "{bad}");
+            assert_eq!(
+                Email::parse(bad).unwrap_err().code,
+                "INVALID_EMAIL",
+                "{bad}"
+            );
         }
     }
 
@@ -285,9 +289,22 @@ mod tests {
             Phone::parse("+82 10-1234-5678").unwrap().expose(),
             "+821012345678"
         );
-        assert_eq!(Phone::parse("010-1234-5678").unwrap().expose(), "01012345678");
-        for bad in ["", "1234", "010-1234-567a", "+1234567890123456", "++821012345678"] {
-            assert_eq!(Phone::parse(bad).unwrap_err().code, "INVALID_PHONE", "{bad}");
+        assert_eq!(
+            Phone::parse("010-1234-5678").unwrap().expose(),
+            "01012345678"
+        );
+        for bad in [
+            "",
+            "1234",
+            "010-1234-567a",
+            "+1234567890123456",
+            "++821012345678",
+        ] {
+            assert_eq!(
+                Phone::parse(bad).unwrap_err().code,
+                "INVALID_PHONE",
+                "{bad}"
+            );
         }
     }
 
@@ -320,7 +337,10 @@ mod tests {
             Role::parse_for_signup("MANAGER").unwrap_err().code,
             "ROLE_NOT_ALLOWED"
         );
-        assert_eq!(Role::parse_for_signup("ROOT").unwrap_err().code, "INVALID_ROLE");
+        assert_eq!(
+            Role::parse_for_signup("ROOT").unwrap_err().code,
+            "INVALID_ROLE"
+        );
     }
 
     #[test]
@@ -328,7 +348,10 @@ mod tests {
         assert!(Nickname::parse("김철수").is_ok());
         assert!(Nickname::parse("dj_k-9.x").is_ok());
         assert_eq!(Nickname::parse("a").unwrap_err().code, "INVALID_NICKNAME");
-        assert_eq!(Nickname::parse("no spaces").unwrap_err().code, "INVALID_NICKNAME");
+        assert_eq!(
+            Nickname::parse("no spaces").unwrap_err().code,
+            "INVALID_NICKNAME"
+        );
         assert_eq!(Nickname::parse("Kim").unwrap().canonical(), "kim");
     }
 }

@@ -155,7 +155,12 @@ pub struct NewStage {
 }
 
 impl NewStage {
-    pub fn parse(name: &str, location: &str, rows: i64, cols: i64) -> Result<Self, ValidationError> {
+    pub fn parse(
+        name: &str,
+        location: &str,
+        rows: i64,
+        cols: i64,
+    ) -> Result<Self, ValidationError> {
         Ok(Self {
             name: bounded_text(name, "INVALID_STAGE", "name", 200)?,
             location: bounded_text(location, "INVALID_STAGE", "location", 500)?,
@@ -277,89 +282,6 @@ impl NewSchedule {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ids::*;
-    use proptest::prelude::*;
-    use uuid::Uuid;
-
-    fn date(s: &str) -> NaiveDate {
-        s.parse().unwrap()
-    }
-
-    fn concert() -> Concert {
-        let at = "2026-01-01T00:00:00Z".parse().unwrap();
-        Concert {
-            concert_id: ConcertId::from_uuid(Uuid::nil()),
-            seller_id: UserId::from_uuid(Uuid::nil()),
-            stage_id: StageId::from_uuid(Uuid::nil()),
-            concert_name: "x".into(),
-            runtime_minutes: 90,
-            start_date: date("2026-12-01"),
-            end_date: date("2026-12-03"),
-            price: 10,
-            concert_image: None,
-            audit: Audit::created(at, None),
-        }
-    }
-
-    #[test]
-    fn stage_size_limits() {
-        assert!(SeatGrid::new(1, 1).is_ok());
-        assert!(SeatGrid::new(0, 5).is_err());
-        assert!(SeatGrid::new(5, -1).is_err());
-        assert!(SeatGrid::new(501, 1).is_err());
-        assert!(SeatGrid::new(500, 500).is_err(), "250k seats is over MAX_SEATS");
-        assert_eq!(SeatGrid::new(200, 500).unwrap().seat_count(), 100_000);
-    }
-
-    proptest! {
-        #[test]
-        fn grid_contains_exactly_its_seats(rows in 1i64..=50, cols in 1i64..=50, r in 0u16..60, c in 0u16..60) {
-            let g = SeatGrid::new(rows, cols).unwrap();
-            prop_assert_eq!(g.contains(r, c), r >= 1 && i64::from(r) <= rows && c >= 1 && i64::from(c) <= cols);
-        }
-    }
-
-    #[test]
-    fn concert_rules() {
-        let s = StageId::from_uuid(Uuid::nil());
-        let ok = NewConcert::parse(s, " Show ", 120, date("2026-12-01"), date("2026-12-02"), 50_000, Some(""));
-        let ok = ok.unwrap();
-        assert_eq!(ok.concert_name, "Show");
-        assert_eq!(ok.concert_image, None);
-        let e = NewConcert::parse(s, "Show", 120, date("2026-12-02"), date("2026-12-01"), 1, None).unwrap_err();
-        assert_eq!(e.field, "end_date");
-        let e = NewConcert::parse(s, "Show", 120, date("2026-12-01"), date("2026-12-01"), -1, None).unwrap_err();
-        assert_eq!(e.code, "INVALID_PRICE");
-        let e = NewConcert::parse(s, "Show", 0, date("2026-12-01"), date("2026-12-01"), 1, None).unwrap_err();
-        assert_eq!(e.field, "runtime");
-        let e = NewConcert::parse(s, "", 10, date("2026-12-01"), date("2026-12-01"), 1, None).unwrap_err();
-        assert_eq!(e.field, "concert_name");
-        let e = NewConcert::parse(s, "x", 10, date("2026-12-01"), date("2026-12-01"), 1, Some("javascript:alert(1)")).unwrap_err();
-        assert_eq!(e.field, "concert_image");
-    }
-
-    #[test]
-    fn schedule_rules() {
-        let c = concert();
-        let t: NaiveTime = "19:30:00".parse().unwrap();
-        assert!(NewSchedule::parse(&c, date("2026-12-02"), t, None).is_ok());
-        assert_eq!(
-            NewSchedule::parse(&c, date("2026-12-04"), t, None).unwrap_err().field,
-            "concert_date"
-        );
-        let late = "2026-12-02T19:30:00Z".parse().unwrap();
-        assert_eq!(
-            NewSchedule::parse(&c, date("2026-12-02"), t, Some(late)).unwrap_err().field,
-            "sale_opens_at"
-        );
-        let early = "2026-11-30T10:00:00Z".parse().unwrap();
-        assert!(NewSchedule::parse(&c, date("2026-12-02"), t, Some(early)).is_ok());
-    }
-}
-
 /// Rows are rebuilt from their creation events by the sinks, so the event must
 /// carry every column.
 impl From<&crate::events::StageCreated> for Stage {
@@ -405,5 +327,140 @@ impl From<&crate::events::ScheduleCreated> for Schedule {
             sale_opens_at: e.sale_opens_at,
             audit: Audit::created(e.meta.occurred_at, e.meta.actor),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::*;
+    use proptest::prelude::*;
+    use uuid::Uuid;
+
+    fn date(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    fn concert() -> Concert {
+        let at = "2026-01-01T00:00:00Z".parse().unwrap();
+        Concert {
+            concert_id: ConcertId::from_uuid(Uuid::nil()),
+            seller_id: UserId::from_uuid(Uuid::nil()),
+            stage_id: StageId::from_uuid(Uuid::nil()),
+            concert_name: "x".into(),
+            runtime_minutes: 90,
+            start_date: date("2026-12-01"),
+            end_date: date("2026-12-03"),
+            price: 10,
+            concert_image: None,
+            audit: Audit::created(at, None),
+        }
+    }
+
+    #[test]
+    fn stage_size_limits() {
+        assert!(SeatGrid::new(1, 1).is_ok());
+        assert!(SeatGrid::new(0, 5).is_err());
+        assert!(SeatGrid::new(5, -1).is_err());
+        assert!(SeatGrid::new(501, 1).is_err());
+        assert!(
+            SeatGrid::new(500, 500).is_err(),
+            "250k seats is over MAX_SEATS"
+        );
+        assert_eq!(SeatGrid::new(200, 500).unwrap().seat_count(), 100_000);
+    }
+
+    proptest! {
+        #[test]
+        fn grid_contains_exactly_its_seats(rows in 1i64..=50, cols in 1i64..=50, r in 0u16..60, c in 0u16..60) {
+            let g = SeatGrid::new(rows, cols).unwrap();
+            prop_assert_eq!(g.contains(r, c), r >= 1 && i64::from(r) <= rows && c >= 1 && i64::from(c) <= cols);
+        }
+    }
+
+    #[test]
+    fn concert_rules() {
+        let s = StageId::from_uuid(Uuid::nil());
+        let ok = NewConcert::parse(
+            s,
+            " Show ",
+            120,
+            date("2026-12-01"),
+            date("2026-12-02"),
+            50_000,
+            Some(""),
+        );
+        let ok = ok.unwrap();
+        assert_eq!(ok.concert_name, "Show");
+        assert_eq!(ok.concert_image, None);
+        let e = NewConcert::parse(
+            s,
+            "Show",
+            120,
+            date("2026-12-02"),
+            date("2026-12-01"),
+            1,
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "end_date");
+        let e = NewConcert::parse(
+            s,
+            "Show",
+            120,
+            date("2026-12-01"),
+            date("2026-12-01"),
+            -1,
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "INVALID_PRICE");
+        let e = NewConcert::parse(
+            s,
+            "Show",
+            0,
+            date("2026-12-01"),
+            date("2026-12-01"),
+            1,
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "runtime");
+        let e = NewConcert::parse(s, "", 10, date("2026-12-01"), date("2026-12-01"), 1, None)
+            .unwrap_err();
+        assert_eq!(e.field, "concert_name");
+        let e = NewConcert::parse(
+            s,
+            "x",
+            10,
+            date("2026-12-01"),
+            date("2026-12-01"),
+            1,
+            Some("javascript:alert(1)"),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "concert_image");
+    }
+
+    #[test]
+    fn schedule_rules() {
+        let c = concert();
+        let t: NaiveTime = "19:30:00".parse().unwrap();
+        assert!(NewSchedule::parse(&c, date("2026-12-02"), t, None).is_ok());
+        assert_eq!(
+            NewSchedule::parse(&c, date("2026-12-04"), t, None)
+                .unwrap_err()
+                .field,
+            "concert_date"
+        );
+        let late = "2026-12-02T19:30:00Z".parse().unwrap();
+        assert_eq!(
+            NewSchedule::parse(&c, date("2026-12-02"), t, Some(late))
+                .unwrap_err()
+                .field,
+            "sale_opens_at"
+        );
+        let early = "2026-11-30T10:00:00Z".parse().unwrap();
+        assert!(NewSchedule::parse(&c, date("2026-12-02"), t, Some(early)).is_ok());
     }
 }

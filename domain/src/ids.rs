@@ -65,3 +65,13 @@ id_type!(
     /// The identity of one event, used to deduplicate deliveries.
     EventId
 );
+id_type!(
+    /// One seat of one hold: the product spec's booking row.
+    BookingId
+);
+id_type!(
+    /// The identity of one client command, minted by the ingress (or sent by the
+    /// client to retry safely); processors answer a repeated id with the first
+    /// answer instead of acting twice.
+    CommandId
+);

@@ -11,5 +11,6 @@ pub mod catalog;
 pub mod error;
 pub mod events;
 pub mod ids;
+pub mod schedule;
 
 pub use error::ValidationError;

@@ -1,0 +1,206 @@
+//! The vocabulary of the schedule processor: its inputs (commands), its outputs
+//! (facts and replies), and the states of seats and queue entries.
+
+use crate::ids::{BookingId, CommandId, UserId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Knobs that shape decisions. They are inputs of `decide`, like time: replaying
+/// with the same settings gives the same decisions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Buyers of one schedule ADMITTED at once.
+    pub max_active: u32,
+    /// How long an admission lasts.
+    pub admission_ttl_secs: i64,
+    /// How long a hold lasts before its seats go back on sale.
+    pub hold_ttl_secs: i64,
+    /// Seats one buyer may hold or own in one schedule.
+    pub max_seats_per_user: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_active: 500,
+            admission_ttl_secs: 600,
+            hold_ttl_secs: 300,
+            max_seats_per_user: 4,
+        }
+    }
+}
+
+/// A seat, 1-based, as buyers name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SeatRef {
+    pub row: u16,
+    pub col: u16,
+}
+
+/// What a buyer (through the ingress) or the clock asks of a schedule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    Join {
+        user: UserId,
+    },
+    Leave {
+        user: UserId,
+    },
+    /// `booking_ids` are minted by the ingress, one per seat, so a retried
+    /// command names the same bookings.
+    Hold {
+        user: UserId,
+        seats: Vec<SeatRef>,
+        booking_ids: Vec<BookingId>,
+    },
+    Release {
+        user: UserId,
+        booking_id: BookingId,
+    },
+    /// The clock's pulse: fires due timers (and opens the sale) on an otherwise
+    /// idle schedule.
+    Tick,
+}
+
+/// A command with what the core needs from the outside world: its identity, the
+/// time, and a random seed (used only if this command opens the sale).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub command_id: CommandId,
+    pub at: DateTime<Utc>,
+    pub seed: u64,
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldSeat {
+    pub booking_id: BookingId,
+    pub seat: SeatRef,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CancelReason {
+    /// The buyer released the hold.
+    Released,
+    /// The hold ran out.
+    Expired,
+}
+
+/// What happened. Facts are the processor's output and its changelog: applying
+/// a schedule's facts in order to its initial state rebuilds its state exactly.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fact {
+    /// The command that caused it (a tick's id for timer-driven facts).
+    pub command_id: CommandId,
+    pub at: DateTime<Utc>,
+    pub kind: FactKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FactKind {
+    /// `position` is `None` for a buyer who joined before the sale opened: their
+    /// place is drawn at the opening.
+    QueueJoined {
+        user: UserId,
+        position: Option<u64>,
+    },
+    /// The sale opened; everyone who joined before was placed in the order that
+    /// `seed` shuffles them into.
+    QueueOpened {
+        seed: u64,
+    },
+    Admitted {
+        user: UserId,
+        position: u64,
+        until: DateTime<Utc>,
+    },
+    AdmissionExpired {
+        user: UserId,
+    },
+    QueueLeft {
+        user: UserId,
+    },
+    SeatsHeld {
+        user: UserId,
+        seats: Vec<HeldSeat>,
+        until: DateTime<Utc>,
+    },
+    BookingsCancelled {
+        user: UserId,
+        seats: Vec<HeldSeat>,
+        reason: CancelReason,
+    },
+    /// The command was decided and changed nothing (a rejection, a repeated
+    /// join). Recorded so that a redelivery of it, after the state has moved
+    /// on, is still recognised and not acted on.
+    Unchanged,
+}
+
+/// Why a command changed nothing. Each maps to one HTTP status and code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rejection {
+    /// Not ADMITTED now (never joined, still waiting, expired or left).
+    NotAdmitted,
+    /// Some seats are held or sold by someone else.
+    SeatUnavailable {
+        seats: Vec<SeatRef>,
+    },
+    /// The hold would take the buyer over the per-buyer limit.
+    SeatLimit {
+        limit: u32,
+        already: u32,
+    },
+    /// A seat outside the stage.
+    InvalidSeat {
+        seat: SeatRef,
+    },
+    /// The same seat twice in one request.
+    DuplicateSeat {
+        seat: SeatRef,
+    },
+    /// An empty seat list, or booking ids that don't match the seats.
+    EmptyHold,
+    BookingNotFound,
+    NotOwner,
+}
+
+/// A buyer's place in the waiting room, as they are told it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueStatus {
+    /// `position` is `None` until the sale opens (the order is drawn then).
+    Waiting {
+        position: Option<u64>,
+        ahead: Option<u64>,
+        eta_seconds: Option<u64>,
+    },
+    Admitted {
+        position: u64,
+        until: DateTime<Utc>,
+    },
+    Expired,
+    Left,
+    SoldOut,
+    NotInQueue,
+}
+
+/// The answer to the command's sender.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Queue(QueueStatus),
+    Left,
+    Held {
+        booking_ids: Vec<BookingId>,
+        until: DateTime<Utc>,
+    },
+    Released,
+    Rejected(Rejection),
+    /// Ticks answer nobody.
+    None,
+}
+
+/// What one command produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub facts: Vec<Fact>,
+    pub reply: Reply,
+}

@@ -1,0 +1,351 @@
+//! Deterministic simulation of one schedule: seeded random workloads of joins,
+//! leaves, holds, releases, clock jumps, redeliveries and crashes (state thrown
+//! away and rebuilt from the facts), checked after every step against the
+//! state's own invariants and against an independent auditor that sees only
+//! the facts.
+
+use super::*;
+use crate::events::{EventMeta, ScheduleCreated};
+use crate::ids::*;
+use chrono::{DateTime, Duration, Utc};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+fn t0() -> DateTime<Utc> {
+    "2030-01-01T00:00:00Z".parse().unwrap()
+}
+
+fn user(n: u8) -> UserId {
+    UserId::from_uuid(Uuid::from_u128(1000 + u128::from(n)))
+}
+
+pub(super) fn created(rows: u16, cols: u16, opens_in: Option<i64>) -> ScheduleCreated {
+    ScheduleCreated {
+        meta: EventMeta {
+            event_id: EventId::from_uuid(Uuid::from_u128(1)),
+            occurred_at: t0(),
+            actor: None,
+        },
+        schedule_id: ScheduleId::from_uuid(Uuid::from_u128(2)),
+        concert_id: ConcertId::from_uuid(Uuid::from_u128(3)),
+        seller_id: UserId::from_uuid(Uuid::from_u128(4)),
+        stage_id: StageId::from_uuid(Uuid::from_u128(5)),
+        rows,
+        cols,
+        price: 1000,
+        concert_date: "2030-02-01".parse().unwrap(),
+        concert_time: "19:00:00".parse().unwrap(),
+        sale_opens_at: opens_in.map(|s| t0() + Duration::seconds(s)),
+    }
+}
+
+/// Checks the facts alone, knowing nothing of the state's internals.
+struct Auditor {
+    settings: Settings,
+    owner: BTreeMap<SeatRef, (BookingId, UserId, DateTime<Utc>)>,
+    per_user: BTreeMap<UserId, u32>,
+    admitted: BTreeMap<UserId, DateTime<Utc>>,
+    last_position: u64,
+    opened: bool,
+}
+
+impl Auditor {
+    fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            owner: BTreeMap::new(),
+            per_user: BTreeMap::new(),
+            admitted: BTreeMap::new(),
+            last_position: 0,
+            opened: false,
+        }
+    }
+
+    fn observe(&mut self, f: &Fact) {
+        match &f.kind {
+            FactKind::QueueOpened { .. } => self.opened = true,
+            FactKind::QueueJoined { .. } | FactKind::Unchanged => {}
+            FactKind::Admitted {
+                user,
+                position,
+                until,
+            } => {
+                assert!(
+                    *position > self.last_position,
+                    "admission strictly in position order"
+                );
+                self.last_position = *position;
+                assert!(
+                    self.admitted.insert(*user, *until).is_none(),
+                    "admitted twice"
+                );
+                assert!(
+                    self.admitted.len() as u32 <= self.settings.max_active,
+                    "over max_active"
+                );
+            }
+            FactKind::AdmissionExpired { user } => {
+                let until = self
+                    .admitted
+                    .remove(user)
+                    .expect("only admitted buyers expire");
+                assert!(until <= f.at, "admission expired early");
+            }
+            FactKind::QueueLeft { user } => {
+                self.admitted.remove(user);
+            }
+            FactKind::SeatsHeld { user, seats, until } => {
+                let until_admitted = self.admitted.get(user).expect("only admitted buyers hold");
+                assert!(*until_admitted > f.at, "held after the admission ran out");
+                for s in seats {
+                    assert!(
+                        !self.owner.contains_key(&s.seat),
+                        "seat {:?} owned twice",
+                        s.seat
+                    );
+                    self.owner.insert(s.seat, (s.booking_id, *user, *until));
+                }
+                let n = self.per_user.entry(*user).or_default();
+                *n += seats.len() as u32;
+                assert!(
+                    *n <= self.settings.max_seats_per_user,
+                    "per-buyer limit broken"
+                );
+            }
+            FactKind::BookingsCancelled {
+                user,
+                seats,
+                reason,
+            } => {
+                for s in seats {
+                    let (booking, owner, until) =
+                        self.owner.remove(&s.seat).expect("cancelled a free seat");
+                    assert_eq!((booking, owner), (s.booking_id, *user));
+                    if *reason == CancelReason::Expired {
+                        assert!(until <= f.at, "hold expired early");
+                    }
+                }
+                *self.per_user.get_mut(user).unwrap() -= seats.len() as u32;
+            }
+        }
+    }
+
+    /// Nothing may outlive its deadline once time has passed it.
+    fn check_deadlines(&self, now: DateTime<Utc>) {
+        for (seat, (_, _, until)) in &self.owner {
+            assert!(*until > now, "hold on {seat:?} outlived its deadline");
+        }
+        for (u, until) in &self.admitted {
+            assert!(*until > now, "admission of {u:?} outlived its deadline");
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Join(u8),
+    Leave(u8),
+    Hold(u8, Vec<(u16, u16)>),
+    Release(u8, usize),
+    Advance(i64),
+    Tick,
+    Redeliver(usize),
+    Crash,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..12).prop_map(Op::Join),
+        1 => (0u8..12).prop_map(Op::Leave),
+        5 => (0u8..12, prop::collection::vec((0u16..5, 0u16..6), 0..4)).prop_map(|(u, s)| Op::Hold(u, s)),
+        2 => (0u8..12, 0usize..64).prop_map(|(u, i)| Op::Release(u, i)),
+        3 => (1i64..40).prop_map(Op::Advance),
+        1 => Just(Op::Tick),
+        2 => (0usize..512).prop_map(Op::Redeliver),
+        1 => Just(Op::Crash),
+    ]
+}
+
+fn replay(created: &ScheduleCreated, facts: &[Fact]) -> ScheduleState {
+    let mut s = ScheduleState::new(created);
+    for f in facts {
+        s.apply(f);
+    }
+    s
+}
+
+fn run(ops: Vec<Op>, opens_in: Option<i64>, seed: u64) -> Vec<Fact> {
+    let settings = Settings {
+        max_active: 3,
+        admission_ttl_secs: 60,
+        hold_ttl_secs: 30,
+        max_seats_per_user: 3,
+    };
+    let created = created(4, 5, opens_in);
+    let mut state = ScheduleState::new(&created);
+    let mut auditor = Auditor::new(settings);
+    let mut facts: Vec<Fact> = Vec::new();
+    let mut sent: Vec<Envelope> = Vec::new();
+    let mut held: Vec<BookingId> = Vec::new();
+    let mut now = t0();
+    let mut ids = 0u128;
+    let next_id = |ids: &mut u128| {
+        *ids += 1;
+        Uuid::from_u128((u128::from(seed) << 64) | *ids)
+    };
+    // The tail drains the room: each hour-long jump expires every admission and
+    // hold, and admits the next buyers; 12 buyers in slots of 3 need 4 rounds.
+    let drain = (0..6).flat_map(|_| [Op::Advance(3600), Op::Tick]);
+    for op in ops.into_iter().chain(drain) {
+        let command = match op {
+            Op::Advance(s) => {
+                now += Duration::seconds(s);
+                continue;
+            }
+            Op::Crash => {
+                let rebuilt = replay(&created, &facts);
+                assert_eq!(rebuilt, state, "the facts rebuild the state exactly");
+                state = rebuilt;
+                continue;
+            }
+            Op::Redeliver(i) => {
+                if sent.is_empty() {
+                    continue;
+                }
+                let env = sent[i % sent.len()].clone();
+                let before = state.clone();
+                let d = state.handle(&settings, &env);
+                // A redelivery may only let time act (expiries, admissions,
+                // opening), never repeat the command.
+                for f in &d.facts {
+                    assert!(
+                        matches!(
+                            f.kind,
+                            FactKind::AdmissionExpired { .. }
+                                | FactKind::Admitted { .. }
+                                | FactKind::QueueOpened { .. }
+                        ) || matches!(
+                            f.kind,
+                            FactKind::BookingsCancelled {
+                                reason: CancelReason::Expired,
+                                ..
+                            }
+                        ),
+                        "redelivery acted again: {f:?} (before: {:?})",
+                        before.active()
+                    );
+                }
+                for f in d.facts {
+                    auditor.observe(&f);
+                    facts.push(f);
+                }
+                state.check_invariants(&settings);
+                continue;
+            }
+            Op::Join(u) => Command::Join { user: user(u) },
+            Op::Leave(u) => Command::Leave { user: user(u) },
+            Op::Tick => Command::Tick,
+            Op::Hold(u, seats) => {
+                let seats: Vec<SeatRef> = seats
+                    .into_iter()
+                    .map(|(row, col)| SeatRef { row, col })
+                    .collect();
+                let booking_ids = seats
+                    .iter()
+                    .map(|_| BookingId::from_uuid(next_id(&mut ids)))
+                    .collect();
+                Command::Hold {
+                    user: user(u),
+                    seats,
+                    booking_ids,
+                }
+            }
+            Op::Release(u, i) => {
+                if held.is_empty() {
+                    continue;
+                }
+                Command::Release {
+                    user: user(u),
+                    booking_id: held[i % held.len()],
+                }
+            }
+        };
+        let env = Envelope {
+            command_id: CommandId::from_uuid(next_id(&mut ids)),
+            at: now,
+            seed: seed ^ ids as u64,
+            command,
+        };
+        let d = state.handle(&settings, &env);
+        if let Reply::Held { booking_ids, .. } = &d.reply {
+            held.extend(booking_ids);
+        }
+        for f in d.facts {
+            auditor.observe(&f);
+            facts.push(f);
+        }
+        state.check_invariants(&settings);
+        auditor.check_deadlines(now);
+        sent.push(env);
+    }
+    // Drained: every hold and admission has run out, nobody is left behind.
+    assert!(auditor.owner.is_empty(), "every hold expires");
+    assert!(auditor.admitted.is_empty(), "every admission expires");
+    assert_eq!(replay(&created, &facts), state);
+    facts
+}
+
+/// Guards the generator: random workloads must reach every kind of fact, or
+/// the property above would pass while testing little.
+#[test]
+fn the_workload_reaches_every_kind_of_fact() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
+    );
+    let mut kinds = std::collections::BTreeSet::new();
+    for case in 0..40u64 {
+        let ops = prop::collection::vec(op(), 150..200)
+            .new_tree(&mut runner)
+            .unwrap()
+            .current();
+        let opens_in = (case % 2 == 0).then_some(30);
+        for f in run(ops, opens_in, case) {
+            kinds.insert(match f.kind {
+                FactKind::QueueJoined { position: None, .. } => "pre-queue join",
+                FactKind::QueueJoined { .. } => "join",
+                FactKind::QueueOpened { .. } => "opened",
+                FactKind::Admitted { .. } => "admitted",
+                FactKind::AdmissionExpired { .. } => "admission expired",
+                FactKind::QueueLeft { .. } => "left",
+                FactKind::SeatsHeld { .. } => "held",
+                FactKind::BookingsCancelled {
+                    reason: CancelReason::Released,
+                    ..
+                } => "released",
+                FactKind::BookingsCancelled {
+                    reason: CancelReason::Expired,
+                    ..
+                } => "hold expired",
+                FactKind::Unchanged => "unchanged",
+            });
+        }
+    }
+    assert_eq!(kinds.len(), 10, "reached only {kinds:?}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_workloads_keep_every_invariant(
+        ops in prop::collection::vec(op(), 1..200),
+        opens_in in prop::option::of(0i64..120),
+        seed in any::<u64>(),
+    ) {
+        run(ops, opens_in, seed);
+    }
+}

@@ -1,0 +1,748 @@
+//! One schedule's waiting room and seat map, owned by exactly one processor.
+//!
+//! `handle` decides a command and returns the facts it produced; every change
+//! of state goes through `apply(fact)`, which `handle` calls itself. So the facts
+//! are a complete changelog: applying them to `ScheduleState::new` rebuilds the
+//! state, which is how a processor recovers after a crash and how the read
+//! models follow along.
+
+use super::model::*;
+use super::rng::shuffle;
+use crate::catalog::{SeatGrid, SeatStatus};
+use crate::events::ScheduleCreated;
+use crate::ids::{BookingId, CommandId, ConcertId, ScheduleId, UserId};
+use chrono::{DateTime, Duration, Utc};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+
+/// Command ids remembered to recognise a redelivered command.
+const RECENT_COMMANDS: usize = 100_000;
+/// Admission samples kept for the ETA's rate estimate.
+const RATE_SAMPLES: usize = 64;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Seat {
+    Available,
+    Held { booking: BookingId, user: UserId },
+}
+
+impl Seat {
+    fn status(&self) -> SeatStatus {
+        match self {
+            Seat::Available => SeatStatus::Available,
+            Seat::Held { .. } => SeatStatus::Held,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Booking {
+    user: UserId,
+    seat: SeatRef,
+    until: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum EntryState {
+    /// Joined before the opening; no position yet.
+    PreQueue,
+    Waiting,
+    Admitted {
+        until: DateTime<Utc>,
+    },
+    Expired,
+    Left,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    position: Option<u64>,
+    state: EntryState,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Admission(UserId),
+    Hold(BookingId),
+}
+
+/// A bounded memory of command ids (oldest forgotten first).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct RecentCommands {
+    order: VecDeque<CommandId>,
+    set: HashSet<CommandId>,
+}
+
+impl RecentCommands {
+    fn insert(&mut self, id: CommandId) {
+        if self.set.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > RECENT_COMMANDS {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+    fn contains(&self, id: &CommandId) -> bool {
+        self.set.contains(id)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleState {
+    pub schedule_id: ScheduleId,
+    pub concert_id: ConcertId,
+    pub price: i64,
+    pub grid: SeatGrid,
+    pub sale_opens_at: Option<DateTime<Utc>>,
+    /// The latest time seen; time never runs backwards inside the state.
+    clock: DateTime<Utc>,
+    open: bool,
+    seats: Vec<Seat>,
+    bookings: BTreeMap<BookingId, Booking>,
+    seats_by_user: BTreeMap<UserId, u32>,
+    entries: BTreeMap<UserId, Entry>,
+    pre_queue: Vec<UserId>,
+    /// Waiting buyers by position: admission takes the smallest first.
+    waiting: BTreeMap<u64, UserId>,
+    next_position: u64,
+    active: u32,
+    admitted_total: u64,
+    rate_samples: VecDeque<(DateTime<Utc>, u64)>,
+    timers: BTreeSet<(DateTime<Utc>, Timer)>,
+    recent: RecentCommands,
+}
+
+impl ScheduleState {
+    /// The state a schedule starts in, from its creation event alone.
+    pub fn new(created: &ScheduleCreated) -> Self {
+        let grid = SeatGrid::new(i64::from(created.rows), i64::from(created.cols))
+            .expect("a created schedule has a valid grid");
+        Self {
+            schedule_id: created.schedule_id,
+            concert_id: created.concert_id,
+            price: created.price,
+            grid,
+            sale_opens_at: created.sale_opens_at,
+            clock: created.meta.occurred_at,
+            open: created.sale_opens_at.is_none(),
+            seats: vec![Seat::Available; grid.seat_count() as usize],
+            bookings: BTreeMap::new(),
+            seats_by_user: BTreeMap::new(),
+            entries: BTreeMap::new(),
+            pre_queue: Vec::new(),
+            waiting: BTreeMap::new(),
+            next_position: 1,
+            active: 0,
+            admitted_total: 0,
+            rate_samples: VecDeque::new(),
+            timers: BTreeSet::new(),
+            recent: RecentCommands::default(),
+        }
+    }
+
+    fn index(&self, seat: SeatRef) -> usize {
+        (usize::from(seat.row) - 1) * usize::from(self.grid.cols()) + (usize::from(seat.col) - 1)
+    }
+
+    // ----- decisions ---------------------------------------------------------
+
+    /// Decides one command at `env.at` (never earlier than time already seen).
+    pub fn handle(&mut self, settings: &Settings, env: &Envelope) -> Decision {
+        let now = env.at.max(self.clock);
+        let mut facts = Vec::new();
+        let duplicate = self.recent.contains(&env.command_id);
+        // Time first: what is due before this command happens before it.
+        self.open_if_due(env, now, &mut facts);
+        self.fire_timers(env.command_id, now, &mut facts);
+        self.admit(settings, env.command_id, now, &mut facts);
+        // A redelivered command that already changed the state is answered from
+        // the state, never acted on again (a second Leave after a re-join would
+        // otherwise throw the buyer out).
+        let reply = match (&env.command, duplicate) {
+            (Command::Tick, _) => Reply::None,
+            (Command::Join { user }, true) => Reply::Queue(self.status_of(settings, *user, now)),
+            (Command::Join { user }, false) => {
+                self.join(settings, env.command_id, *user, now, &mut facts)
+            }
+            (Command::Leave { .. }, true) => Reply::Left,
+            (Command::Leave { user }, false) => {
+                self.leave(settings, env.command_id, *user, now, &mut facts)
+            }
+            (
+                Command::Hold {
+                    user, booking_ids, ..
+                },
+                true,
+            ) => self.replay_hold(*user, booking_ids),
+            (
+                Command::Hold {
+                    user,
+                    seats,
+                    booking_ids,
+                },
+                false,
+            ) => self.hold(
+                settings,
+                env.command_id,
+                *user,
+                seats,
+                booking_ids,
+                now,
+                &mut facts,
+            ),
+            (Command::Release { .. }, true) => Reply::Released,
+            (Command::Release { user, booking_id }, false) => {
+                self.release(env.command_id, *user, *booking_id, now, &mut facts)
+            }
+        };
+        if facts.is_empty() && !duplicate && env.command != Command::Tick {
+            self.emit(&mut facts, env.command_id, now, FactKind::Unchanged);
+        }
+        Decision { facts, reply }
+    }
+
+    fn emit(
+        &mut self,
+        facts: &mut Vec<Fact>,
+        command_id: CommandId,
+        at: DateTime<Utc>,
+        kind: FactKind,
+    ) {
+        let fact = Fact {
+            command_id,
+            at,
+            kind,
+        };
+        self.apply(&fact);
+        facts.push(fact);
+    }
+
+    fn open_if_due(&mut self, env: &Envelope, now: DateTime<Utc>, facts: &mut Vec<Fact>) {
+        if !self.open && self.sale_opens_at.is_some_and(|t| now >= t) {
+            self.emit(
+                facts,
+                env.command_id,
+                now,
+                FactKind::QueueOpened { seed: env.seed },
+            );
+        }
+    }
+
+    fn fire_timers(&mut self, command_id: CommandId, now: DateTime<Utc>, facts: &mut Vec<Fact>) {
+        let due: Vec<Timer> = self
+            .timers
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, t)| t.clone())
+            .collect();
+        let mut expired_holds: BTreeMap<UserId, Vec<HeldSeat>> = BTreeMap::new();
+        for timer in due {
+            match timer {
+                Timer::Admission(user) => {
+                    let due = matches!(self.entries.get(&user), Some(Entry { state: EntryState::Admitted { until }, .. }) if *until <= now);
+                    if due {
+                        self.emit(facts, command_id, now, FactKind::AdmissionExpired { user });
+                    }
+                }
+                Timer::Hold(booking_id) => {
+                    if let Some(b) = self.bookings.get(&booking_id).filter(|b| b.until <= now) {
+                        expired_holds.entry(b.user).or_default().push(HeldSeat {
+                            booking_id,
+                            seat: b.seat,
+                        });
+                    }
+                }
+            }
+        }
+        for (user, seats) in expired_holds {
+            self.emit(
+                facts,
+                command_id,
+                now,
+                FactKind::BookingsCancelled {
+                    user,
+                    seats,
+                    reason: CancelReason::Expired,
+                },
+            );
+        }
+    }
+
+    /// Fills free admission slots strictly in position order.
+    fn admit(
+        &mut self,
+        settings: &Settings,
+        command_id: CommandId,
+        now: DateTime<Utc>,
+        facts: &mut Vec<Fact>,
+    ) {
+        if !self.open {
+            return;
+        }
+        while self.active < settings.max_active {
+            let Some((&position, &user)) = self.waiting.iter().next() else {
+                break;
+            };
+            let until = now + Duration::seconds(settings.admission_ttl_secs);
+            self.emit(
+                facts,
+                command_id,
+                now,
+                FactKind::Admitted {
+                    user,
+                    position,
+                    until,
+                },
+            );
+        }
+    }
+
+    fn join(
+        &mut self,
+        settings: &Settings,
+        command_id: CommandId,
+        user: UserId,
+        now: DateTime<Utc>,
+        facts: &mut Vec<Fact>,
+    ) -> Reply {
+        let rejoin = match self.entries.get(&user).map(|e| &e.state) {
+            None | Some(EntryState::Expired) | Some(EntryState::Left) => true,
+            Some(_) => false,
+        };
+        if rejoin {
+            let position = self.open.then_some(self.next_position);
+            self.emit(
+                facts,
+                command_id,
+                now,
+                FactKind::QueueJoined { user, position },
+            );
+            self.admit(settings, command_id, now, facts);
+        }
+        Reply::Queue(self.status_of(settings, user, now))
+    }
+
+    fn leave(
+        &mut self,
+        settings: &Settings,
+        command_id: CommandId,
+        user: UserId,
+        now: DateTime<Utc>,
+        facts: &mut Vec<Fact>,
+    ) -> Reply {
+        let present = matches!(
+            self.entries.get(&user).map(|e| &e.state),
+            Some(EntryState::PreQueue | EntryState::Waiting | EntryState::Admitted { .. })
+        );
+        if present {
+            self.emit(facts, command_id, now, FactKind::QueueLeft { user });
+            self.admit(settings, command_id, now, facts);
+        }
+        Reply::Left
+    }
+
+    fn is_admitted(&self, user: UserId, now: DateTime<Utc>) -> bool {
+        matches!(self.entries.get(&user), Some(Entry { state: EntryState::Admitted { until }, .. }) if *until > now)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn hold(
+        &mut self,
+        settings: &Settings,
+        command_id: CommandId,
+        user: UserId,
+        seats: &[SeatRef],
+        booking_ids: &[BookingId],
+        now: DateTime<Utc>,
+        facts: &mut Vec<Fact>,
+    ) -> Reply {
+        let reject = |r| Reply::Rejected(r);
+        if seats.is_empty() || seats.len() != booking_ids.len() {
+            return reject(Rejection::EmptyHold);
+        }
+        let mut seen = BTreeSet::new();
+        for &seat in seats {
+            if !self.grid.contains(seat.row, seat.col) {
+                return reject(Rejection::InvalidSeat { seat });
+            }
+            if !seen.insert(seat) {
+                return reject(Rejection::DuplicateSeat { seat });
+            }
+        }
+        if booking_ids.iter().collect::<BTreeSet<_>>().len() != booking_ids.len()
+            || booking_ids.iter().any(|b| self.bookings.contains_key(b))
+        {
+            return reject(Rejection::EmptyHold);
+        }
+        if !self.is_admitted(user, now) {
+            return reject(Rejection::NotAdmitted);
+        }
+        let already = self.seats_by_user.get(&user).copied().unwrap_or(0);
+        if already as usize + seats.len() > settings.max_seats_per_user as usize {
+            return reject(Rejection::SeatLimit {
+                limit: settings.max_seats_per_user,
+                already,
+            });
+        }
+        let taken: Vec<SeatRef> = seats
+            .iter()
+            .copied()
+            .filter(|s| self.seats[self.index(*s)] != Seat::Available)
+            .collect();
+        if !taken.is_empty() {
+            return reject(Rejection::SeatUnavailable { seats: taken });
+        }
+        let until = now + Duration::seconds(settings.hold_ttl_secs);
+        let held: Vec<HeldSeat> = seats
+            .iter()
+            .zip(booking_ids)
+            .map(|(&seat, &booking_id)| HeldSeat { booking_id, seat })
+            .collect();
+        self.emit(
+            facts,
+            command_id,
+            now,
+            FactKind::SeatsHeld {
+                user,
+                seats: held,
+                until,
+            },
+        );
+        Reply::Held {
+            booking_ids: booking_ids.to_vec(),
+            until,
+        }
+    }
+
+    /// A redelivered hold: answer what the first delivery achieved, if it still
+    /// stands, without acting again.
+    fn replay_hold(&self, user: UserId, booking_ids: &[BookingId]) -> Reply {
+        let live: Vec<&Booking> = booking_ids
+            .iter()
+            .filter_map(|b| self.bookings.get(b))
+            .collect();
+        match live.first() {
+            Some(first)
+                if live.len() == booking_ids.len() && live.iter().all(|b| b.user == user) =>
+            {
+                Reply::Held {
+                    booking_ids: booking_ids.to_vec(),
+                    until: first.until,
+                }
+            }
+            _ => Reply::Rejected(Rejection::BookingNotFound),
+        }
+    }
+
+    fn release(
+        &mut self,
+        command_id: CommandId,
+        user: UserId,
+        booking_id: BookingId,
+        now: DateTime<Utc>,
+        facts: &mut Vec<Fact>,
+    ) -> Reply {
+        let Some(booking) = self.bookings.get(&booking_id) else {
+            return Reply::Rejected(Rejection::BookingNotFound);
+        };
+        if booking.user != user {
+            return Reply::Rejected(Rejection::NotOwner);
+        }
+        let seat = HeldSeat {
+            booking_id,
+            seat: booking.seat,
+        };
+        self.emit(
+            facts,
+            command_id,
+            now,
+            FactKind::BookingsCancelled {
+                user,
+                seats: vec![seat],
+                reason: CancelReason::Released,
+            },
+        );
+        Reply::Released
+    }
+
+    // ----- the changelog -----------------------------------------------------
+
+    /// Applies one fact. The only place state changes.
+    pub fn apply(&mut self, fact: &Fact) {
+        self.clock = self.clock.max(fact.at);
+        self.recent.insert(fact.command_id);
+        match &fact.kind {
+            FactKind::QueueJoined { user, position } => {
+                let state = match position {
+                    Some(p) => {
+                        self.waiting.insert(*p, *user);
+                        self.next_position = self.next_position.max(p + 1);
+                        EntryState::Waiting
+                    }
+                    None => {
+                        self.pre_queue.push(*user);
+                        EntryState::PreQueue
+                    }
+                };
+                self.entries.insert(
+                    *user,
+                    Entry {
+                        position: *position,
+                        state,
+                    },
+                );
+            }
+            FactKind::QueueOpened { seed } => {
+                self.open = true;
+                let mut order = std::mem::take(&mut self.pre_queue);
+                shuffle(&mut order, *seed);
+                for user in order {
+                    let position = self.next_position;
+                    self.next_position += 1;
+                    self.waiting.insert(position, user);
+                    self.entries.insert(
+                        user,
+                        Entry {
+                            position: Some(position),
+                            state: EntryState::Waiting,
+                        },
+                    );
+                }
+            }
+            FactKind::Admitted {
+                user,
+                position,
+                until,
+            } => {
+                self.waiting.remove(position);
+                self.entries.insert(
+                    *user,
+                    Entry {
+                        position: Some(*position),
+                        state: EntryState::Admitted { until: *until },
+                    },
+                );
+                self.active += 1;
+                self.admitted_total += 1;
+                self.rate_samples.push_back((fact.at, self.admitted_total));
+                if self.rate_samples.len() > RATE_SAMPLES {
+                    self.rate_samples.pop_front();
+                }
+                self.timers.insert((*until, Timer::Admission(*user)));
+            }
+            FactKind::AdmissionExpired { user } => {
+                self.end_entry(*user, EntryState::Expired);
+            }
+            FactKind::QueueLeft { user } => {
+                self.end_entry(*user, EntryState::Left);
+            }
+            FactKind::SeatsHeld { user, seats, until } => {
+                for s in seats {
+                    let i = self.index(s.seat);
+                    self.seats[i] = Seat::Held {
+                        booking: s.booking_id,
+                        user: *user,
+                    };
+                    self.bookings.insert(
+                        s.booking_id,
+                        Booking {
+                            user: *user,
+                            seat: s.seat,
+                            until: *until,
+                        },
+                    );
+                    self.timers.insert((*until, Timer::Hold(s.booking_id)));
+                }
+                *self.seats_by_user.entry(*user).or_default() += seats.len() as u32;
+            }
+            FactKind::Unchanged => {}
+            FactKind::BookingsCancelled { user, seats, .. } => {
+                for s in seats {
+                    if let Some(b) = self.bookings.remove(&s.booking_id) {
+                        self.timers.remove(&(b.until, Timer::Hold(s.booking_id)));
+                    }
+                    let i = self.index(s.seat);
+                    self.seats[i] = Seat::Available;
+                }
+                if let Some(n) = self.seats_by_user.get_mut(user) {
+                    *n = n.saturating_sub(seats.len() as u32);
+                    if *n == 0 {
+                        self.seats_by_user.remove(user);
+                    }
+                }
+            }
+        }
+    }
+
+    fn end_entry(&mut self, user: UserId, end: EntryState) {
+        let Some(entry) = self.entries.get_mut(&user) else {
+            return;
+        };
+        match std::mem::replace(&mut entry.state, end) {
+            EntryState::Admitted { until } => {
+                self.active -= 1;
+                self.timers.remove(&(until, Timer::Admission(user)));
+            }
+            EntryState::Waiting => {
+                if let Some(p) = entry.position {
+                    self.waiting.remove(&p);
+                }
+            }
+            EntryState::PreQueue => self.pre_queue.retain(|u| *u != user),
+            EntryState::Expired | EntryState::Left => {}
+        }
+    }
+
+    // ----- queries -----------------------------------------------------------
+
+    /// What a buyer is told about their place.
+    pub fn status_of(&self, settings: &Settings, user: UserId, now: DateTime<Utc>) -> QueueStatus {
+        let Some(entry) = self.entries.get(&user) else {
+            return QueueStatus::NotInQueue;
+        };
+        match &entry.state {
+            EntryState::PreQueue => QueueStatus::Waiting {
+                position: None,
+                ahead: None,
+                eta_seconds: None,
+            },
+            EntryState::Waiting => {
+                let position = entry.position.expect("a waiting entry has a position");
+                let ahead = self.waiting.range(..position).count() as u64;
+                QueueStatus::Waiting {
+                    position: Some(position),
+                    ahead: Some(ahead),
+                    eta_seconds: Some(self.eta_seconds(settings, ahead, now)),
+                }
+            }
+            EntryState::Admitted { until } if *until > now => QueueStatus::Admitted {
+                position: entry.position.expect("an admitted entry has a position"),
+                until: *until,
+            },
+            EntryState::Admitted { .. } | EntryState::Expired => QueueStatus::Expired,
+            EntryState::Left => QueueStatus::Left,
+        }
+    }
+
+    /// Seconds until `ahead` more buyers are admitted, at the rate measured over
+    /// recent admissions; before any measurement, the slowest rate the settings
+    /// allow (every slot turning over once per admission window).
+    fn eta_seconds(&self, settings: &Settings, ahead: u64, _now: DateTime<Utc>) -> u64 {
+        let floor_rate =
+            f64::from(settings.max_active.max(1)) / settings.admission_ttl_secs.max(1) as f64;
+        let measured = match (self.rate_samples.front(), self.rate_samples.back()) {
+            (Some((t0, n0)), Some((t1, n1))) if t1 > t0 && n1 > n0 => {
+                let secs = (*t1 - *t0).num_milliseconds() as f64 / 1000.0;
+                Some((n1 - n0) as f64 / secs)
+            }
+            _ => None,
+        };
+        let rate = measured.map_or(floor_rate, |r| r.max(floor_rate));
+        ((ahead + 1) as f64 / rate).ceil() as u64
+    }
+
+    pub fn seat_status(&self, seat: SeatRef) -> Option<SeatStatus> {
+        self.grid
+            .contains(seat.row, seat.col)
+            .then(|| self.seats[self.index(seat)].status())
+    }
+
+    /// Every seat, row-major, with its status.
+    pub fn seat_map(&self) -> impl Iterator<Item = (SeatRef, SeatStatus)> + '_ {
+        let cols = self.grid.cols();
+        self.seats.iter().enumerate().map(move |(i, s)| {
+            let seat = SeatRef {
+                row: (i / usize::from(cols)) as u16 + 1,
+                col: (i % usize::from(cols)) as u16 + 1,
+            };
+            (seat, s.status())
+        })
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    pub fn active(&self) -> u32 {
+        self.active
+    }
+
+    /// The owner of a live booking, with its seat and expiry.
+    pub fn booking(&self, id: BookingId) -> Option<(UserId, SeatRef, DateTime<Utc>)> {
+        self.bookings.get(&id).map(|b| (b.user, b.seat, b.until))
+    }
+
+    /// Checks every internal invariant; panics with a description if one is
+    /// broken. Cheap enough to call after every step in simulations.
+    pub fn check_invariants(&self, settings: &Settings) {
+        let admitted = self
+            .entries
+            .values()
+            .filter(|e| matches!(e.state, EntryState::Admitted { .. }))
+            .count() as u32;
+        assert_eq!(
+            admitted, self.active,
+            "active counter matches admitted entries"
+        );
+        assert!(
+            self.active <= settings.max_active,
+            "never more than max_active admitted"
+        );
+        let mut per_user: BTreeMap<UserId, u32> = BTreeMap::new();
+        for (i, seat) in self.seats.iter().enumerate() {
+            if let Seat::Held { booking, user } = seat {
+                let b = self
+                    .bookings
+                    .get(booking)
+                    .expect("a held seat has its booking");
+                assert_eq!(b.user, *user, "seat and booking agree on the owner");
+                assert_eq!(self.index(b.seat), i, "booking points at its seat");
+                *per_user.entry(*user).or_default() += 1;
+            }
+        }
+        assert_eq!(
+            per_user.values().sum::<u32>() as usize,
+            self.bookings.len(),
+            "one booking per held seat"
+        );
+        assert_eq!(per_user, self.seats_by_user, "per-buyer seat counts");
+        for n in per_user.values() {
+            assert!(
+                *n <= settings.max_seats_per_user,
+                "never more than the per-buyer limit"
+            );
+        }
+        for (p, u) in &self.waiting {
+            let e = &self.entries[u];
+            assert_eq!(
+                (e.position, &e.state),
+                (Some(*p), &EntryState::Waiting),
+                "waiting index agrees"
+            );
+        }
+        if self.open {
+            assert!(
+                self.pre_queue.is_empty(),
+                "nobody left unplaced after opening"
+            );
+            if self.active < settings.max_active {
+                assert!(
+                    self.waiting.is_empty(),
+                    "a free slot never leaves someone waiting"
+                );
+            }
+        }
+        for (id, b) in &self.bookings {
+            assert!(
+                self.timers.contains(&(b.until, Timer::Hold(*id))),
+                "every hold has its timer"
+            );
+        }
+        assert_eq!(
+            self.timers.len(),
+            self.bookings.len() + self.active as usize,
+            "no stale timers"
+        );
+    }
+}

@@ -1,0 +1,329 @@
+//! Example-based tests of the waiting room and seat rules; the simulation
+//! covers random interleavings.
+
+use super::simulation::created;
+use super::*;
+use crate::ids::*;
+use chrono::{DateTime, Duration, Utc};
+use uuid::Uuid;
+
+fn t(secs: i64) -> DateTime<Utc> {
+    "2030-01-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + Duration::seconds(secs)
+}
+
+fn user(n: u128) -> UserId {
+    UserId::from_uuid(Uuid::from_u128(500 + n))
+}
+
+struct Harness {
+    state: ScheduleState,
+    settings: Settings,
+    ids: u128,
+}
+
+impl Harness {
+    fn new(opens_in: Option<i64>, max_active: u32) -> Self {
+        Self {
+            state: ScheduleState::new(&created(3, 3, opens_in)),
+            settings: Settings {
+                max_active,
+                admission_ttl_secs: 600,
+                hold_ttl_secs: 300,
+                max_seats_per_user: 4,
+            },
+            ids: 0,
+        }
+    }
+
+    fn send(&mut self, at: i64, seed: u64, command: Command) -> Decision {
+        self.ids += 1;
+        let env = Envelope {
+            command_id: CommandId::from_uuid(Uuid::from_u128(self.ids)),
+            at: t(at),
+            seed,
+            command,
+        };
+        let d = self.state.handle(&self.settings, &env);
+        self.state.check_invariants(&self.settings);
+        d
+    }
+
+    fn join(&mut self, at: i64, u: u128) -> QueueStatus {
+        match self.send(at, 0, Command::Join { user: user(u) }).reply {
+            Reply::Queue(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn hold(&mut self, at: i64, u: u128, seats: &[(u16, u16)]) -> Reply {
+        let seats: Vec<SeatRef> = seats
+            .iter()
+            .map(|&(row, col)| SeatRef { row, col })
+            .collect();
+        let booking_ids = seats
+            .iter()
+            .enumerate()
+            .map(|(i, _)| {
+                BookingId::from_uuid(Uuid::from_u128(1_000_000 + self.ids * 10 + i as u128))
+            })
+            .collect();
+        self.send(
+            at,
+            0,
+            Command::Hold {
+                user: user(u),
+                seats,
+                booking_ids,
+            },
+        )
+        .reply
+    }
+
+    fn status(&self, at: i64, u: u128) -> QueueStatus {
+        self.state.status_of(&self.settings, user(u), t(at))
+    }
+}
+
+fn position(s: &QueueStatus) -> Option<u64> {
+    match s {
+        QueueStatus::Waiting { position, .. } => *position,
+        QueueStatus::Admitted { position, .. } => Some(*position),
+        _ => None,
+    }
+}
+
+#[test]
+fn positions_follow_arrival_and_joining_twice_keeps_the_first() {
+    let mut h = Harness::new(None, 1);
+    assert!(matches!(
+        h.join(1, 1),
+        QueueStatus::Admitted { position: 1, .. }
+    ));
+    assert_eq!(position(&h.join(2, 2)), Some(2));
+    assert_eq!(position(&h.join(3, 3)), Some(3));
+    assert_eq!(position(&h.join(4, 2)), Some(2), "idempotent join");
+    match h.status(5, 3) {
+        QueueStatus::Waiting {
+            ahead, eta_seconds, ..
+        } => {
+            assert_eq!(ahead, Some(1));
+            assert!(eta_seconds.unwrap() > 0);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn early_joiners_are_shuffled_at_the_opening_and_late_ones_follow() {
+    let mut orders = std::collections::BTreeSet::new();
+    for seed in 0..20u64 {
+        let mut h = Harness::new(Some(100), 1);
+        for u in 1..=6 {
+            assert_eq!(
+                h.join(u as i64, u),
+                QueueStatus::Waiting {
+                    position: None,
+                    ahead: None,
+                    eta_seconds: None
+                }
+            );
+        }
+        // The first command at or after the opening opens the room, with its seed.
+        let d = h.send(100, seed, Command::Tick);
+        assert!(matches!(d.facts[0].kind, FactKind::QueueOpened { seed: s } if s == seed));
+        let mut order: Vec<(u64, u128)> = (1..=6)
+            .map(|u| (position(&h.status(100, u)).unwrap(), u))
+            .collect();
+        order.sort();
+        assert_eq!(
+            order.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5, 6]
+        );
+        assert_eq!(
+            position(&h.join(101, 7)),
+            Some(7),
+            "after the opening: first come, first served"
+        );
+        orders.insert(order.into_iter().map(|(_, u)| u).collect::<Vec<_>>());
+    }
+    assert!(
+        orders.len() > 10,
+        "the opening order depends on the seed: {orders:?}"
+    );
+}
+
+#[test]
+fn slots_free_on_leave_and_expiry_and_go_to_the_next_in_line() {
+    let mut h = Harness::new(None, 2);
+    for u in 1..=4 {
+        h.join(u as i64, u);
+    }
+    assert!(matches!(h.status(5, 2), QueueStatus::Admitted { .. }));
+    assert!(matches!(
+        h.status(5, 3),
+        QueueStatus::Waiting {
+            position: Some(3),
+            ahead: Some(0),
+            ..
+        }
+    ));
+    let d = h.send(10, 0, Command::Leave { user: user(1) });
+    assert_eq!(d.reply, Reply::Left);
+    assert!(d.facts.iter().any(|f| f.kind
+        == FactKind::Admitted {
+            user: user(3),
+            position: 3,
+            until: t(610)
+        }));
+    assert_eq!(h.status(11, 1), QueueStatus::Left);
+    // User 2's window (from t=2) runs out at t=602; the next command admits 4.
+    let d = h.send(602, 0, Command::Tick);
+    assert!(d
+        .facts
+        .iter()
+        .any(|f| f.kind == FactKind::AdmissionExpired { user: user(2) }));
+    assert!(matches!(
+        h.status(602, 4),
+        QueueStatus::Admitted { position: 4, .. }
+    ));
+    assert_eq!(h.status(602, 2), QueueStatus::Expired);
+    // An expired buyer may join again, at the back.
+    assert_eq!(position(&h.join(603, 2)), Some(5));
+}
+
+#[test]
+fn holds_follow_every_rule() {
+    let mut h = Harness::new(None, 1);
+    assert_eq!(
+        h.hold(1, 1, &[(1, 1)]),
+        Reply::Rejected(Rejection::NotAdmitted)
+    );
+    h.join(1, 1);
+    h.join(1, 2);
+    assert_eq!(
+        h.hold(2, 2, &[(1, 1)]),
+        Reply::Rejected(Rejection::NotAdmitted),
+        "still waiting"
+    );
+    assert_eq!(h.hold(2, 1, &[]), Reply::Rejected(Rejection::EmptyHold));
+    assert_eq!(
+        h.hold(2, 1, &[(4, 1)]),
+        Reply::Rejected(Rejection::InvalidSeat {
+            seat: SeatRef { row: 4, col: 1 }
+        })
+    );
+    assert_eq!(
+        h.hold(2, 1, &[(0, 1)]),
+        Reply::Rejected(Rejection::InvalidSeat {
+            seat: SeatRef { row: 0, col: 1 }
+        })
+    );
+    assert_eq!(
+        h.hold(2, 1, &[(1, 1), (1, 1)]),
+        Reply::Rejected(Rejection::DuplicateSeat {
+            seat: SeatRef { row: 1, col: 1 }
+        })
+    );
+    assert_eq!(
+        h.hold(2, 1, &[(1, 1), (1, 2), (1, 3), (2, 1), (2, 2)]),
+        Reply::Rejected(Rejection::SeatLimit {
+            limit: 4,
+            already: 0
+        })
+    );
+    let Reply::Held { booking_ids, until } = h.hold(3, 1, &[(1, 1), (1, 2), (1, 3)]) else {
+        panic!()
+    };
+    assert_eq!(until, t(303));
+    assert_eq!(
+        h.state.seat_status(SeatRef { row: 1, col: 2 }),
+        Some(crate::catalog::SeatStatus::Held)
+    );
+    assert_eq!(
+        h.hold(4, 1, &[(2, 1), (2, 2)]),
+        Reply::Rejected(Rejection::SeatLimit {
+            limit: 4,
+            already: 3
+        }),
+        "held seats count toward the limit"
+    );
+    // Buyer 1 leaves; buyer 2 is admitted and finds two of its seats taken.
+    h.send(5, 0, Command::Leave { user: user(1) });
+    assert_eq!(
+        h.hold(6, 2, &[(1, 3), (2, 2), (1, 1)]),
+        Reply::Rejected(Rejection::SeatUnavailable {
+            seats: vec![SeatRef { row: 1, col: 3 }, SeatRef { row: 1, col: 1 }]
+        })
+    );
+    // Only the owner releases; then the seat is free again.
+    let b = booking_ids[0];
+    assert_eq!(
+        h.send(
+            7,
+            0,
+            Command::Release {
+                user: user(2),
+                booking_id: b
+            }
+        )
+        .reply,
+        Reply::Rejected(Rejection::NotOwner)
+    );
+    assert_eq!(
+        h.send(
+            8,
+            0,
+            Command::Release {
+                user: user(1),
+                booking_id: b
+            }
+        )
+        .reply,
+        Reply::Released
+    );
+    assert!(matches!(h.hold(9, 2, &[(1, 1)]), Reply::Held { .. }));
+    // The rest of buyer 1's hold expires on time, and only then.
+    let d = h.send(302, 0, Command::Tick);
+    assert!(d
+        .facts
+        .iter()
+        .all(|f| !matches!(f.kind, FactKind::BookingsCancelled { .. })));
+    let d = h.send(303, 0, Command::Tick);
+    let expired: Vec<_> = d
+        .facts
+        .iter()
+        .filter_map(|f| match &f.kind {
+            FactKind::BookingsCancelled {
+                user: u,
+                seats,
+                reason: CancelReason::Expired,
+            } if *u == user(1) => Some(seats.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(expired, vec![2]);
+    assert_eq!(
+        h.state.seat_status(SeatRef { row: 1, col: 3 }),
+        Some(crate::catalog::SeatStatus::Available)
+    );
+}
+
+#[test]
+fn a_redelivered_hold_answers_the_same_and_holds_nothing_more() {
+    let mut h = Harness::new(None, 1);
+    h.join(1, 1);
+    let env = Envelope {
+        command_id: CommandId::from_uuid(Uuid::from_u128(77)),
+        at: t(2),
+        seed: 0,
+        command: Command::Hold {
+            user: user(1),
+            seats: vec![SeatRef { row: 2, col: 2 }],
+            booking_ids: vec![BookingId::from_uuid(Uuid::from_u128(88))],
+        },
+    };
+    let first = h.state.handle(&h.settings, &env);
+    let again = h.state.handle(&h.settings, &Envelope { at: t(3), ..env });
+    assert_eq!(first.reply, again.reply);
+    assert!(again.facts.is_empty());
+}
