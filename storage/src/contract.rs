@@ -1,0 +1,468 @@
+//! The contract of the ports, as checks any adapter must pass. Each check expects
+//! a store with no rows of its kind yet (a fresh database or keyspace), and
+//! panics with a message on the first broken rule.
+//!
+//! Times are whole milliseconds because CQL timestamps and the Redis session
+//! expiry keep no more; an adapter must give back exactly what it was given.
+
+use crate::ports::{AccountStore, CatalogStore, RotateOutcome, Session, SessionStore, StoreError};
+use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
+use ticketing_domain::account::{Email, Nickname, Role, User};
+use ticketing_domain::audit::{Audit, Deletion};
+use ticketing_domain::catalog::{Concert, Schedule, SeatGrid, Stage};
+use ticketing_domain::ids::{ConcertId, ScheduleId, StageId, UserId};
+use uuid::Uuid;
+
+/// A fixed instant, so that runs are reproducible.
+pub fn t0() -> DateTime<Utc> {
+    "2026-03-01T09:00:00.123Z".parse().expect("a valid instant")
+}
+
+/// The wall clock truncated to milliseconds (for engines with real expiry).
+pub fn now_millis() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).expect("now is in range")
+}
+
+fn id() -> Uuid {
+    Uuid::now_v7()
+}
+
+/// A user whose phone and password columns are recognisable opaque strings: the
+/// store must keep them byte for byte (encrypting and hashing are the caller's job).
+pub fn user(email: &str, nickname: &str) -> User {
+    let user_id = UserId::from_uuid(id());
+    User {
+        user_id,
+        email: Email::parse(email).expect("a valid e-mail"),
+        nickname: Nickname::parse(nickname).expect("a valid nickname"),
+        phone_ciphertext: format!("k1:{user_id}:c2lwaGVy+/=="),
+        password_hash: format!(
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaC17{}",
+            user_id.as_uuid().simple()
+        ),
+        role: Role::User,
+        profile_image: Some("https://img.example.com/a.png".into()),
+        audit: Audit::created(t0(), None),
+    }
+}
+
+fn taken(result: Result<(), StoreError>) -> &'static str {
+    match result {
+        Ok(()) => "ok",
+        Err(StoreError::EmailTaken) => "email",
+        Err(StoreError::NicknameTaken) => "nickname",
+        Err(e) => panic!("unexpected store error: {e}"),
+    }
+}
+
+pub async fn accounts(store: &dyn AccountStore) {
+    let ann = user("Ann@Example.com", "Ann");
+    store.insert_user(&ann).await.expect("first sign-up");
+    assert_eq!(
+        store.user_by_id(ann.user_id).await.unwrap().as_ref(),
+        Some(&ann),
+        "read back by id"
+    );
+    let by_email = store
+        .user_by_email(&Email::parse(" ANN@example.COM").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        by_email.as_ref(),
+        Some(&ann),
+        "read back by e-mail in any case"
+    );
+    let stored = by_email.unwrap();
+    assert_eq!(
+        stored.phone_ciphertext, ann.phone_ciphertext,
+        "phone stored as given"
+    );
+    assert_eq!(
+        stored.password_hash, ann.password_hash,
+        "password stored as given"
+    );
+
+    assert_eq!(
+        taken(store.insert_user(&ann).await),
+        "ok",
+        "a retried sign-up is idempotent"
+    );
+    assert_eq!(
+        store.user_by_id(ann.user_id).await.unwrap().as_ref(),
+        Some(&ann)
+    );
+
+    assert_eq!(
+        taken(store.insert_user(&user("ann@EXAMPLE.com", "someone")).await),
+        "email"
+    );
+    assert_eq!(
+        taken(store.insert_user(&user("other@example.com", "aNN")).await),
+        "nickname"
+    );
+    assert_eq!(
+        taken(store.insert_user(&user("ann@example.com", "ann")).await),
+        "email",
+        "e-mail is checked first"
+    );
+
+    // A sign-up refused for its nickname must not keep its e-mail.
+    let bob_email = "bob@example.com";
+    assert_eq!(
+        taken(store.insert_user(&user(bob_email, "ANN")).await),
+        "nickname"
+    );
+    assert_eq!(
+        store
+            .user_by_email(&Email::parse(bob_email).unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+    let bob = user(bob_email, "bob");
+    assert_eq!(
+        taken(store.insert_user(&bob).await),
+        "ok",
+        "the e-mail was released"
+    );
+
+    assert_eq!(
+        store.user_by_id(UserId::from_uuid(id())).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .user_by_email(&Email::parse("nobody@example.com").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+
+    concurrent_signups(store).await;
+}
+
+async fn concurrent_signups(store: &dyn AccountStore) {
+    // Same e-mail (in different cases), different nicknames: exactly one wins.
+    let racers = [
+        user("race@example.com", "racer1"),
+        user("RACE@example.com", "racer2"),
+        user("race@Example.com", "racer3"),
+        user("Race@example.com", "racer4"),
+        user("race@example.COM", "racer5"),
+        user("rAce@example.com", "racer6"),
+    ];
+    let results = tokio::join!(
+        store.insert_user(&racers[0]),
+        store.insert_user(&racers[1]),
+        store.insert_user(&racers[2]),
+        store.insert_user(&racers[3]),
+        store.insert_user(&racers[4]),
+        store.insert_user(&racers[5]),
+    );
+    let outcomes = [
+        results.0, results.1, results.2, results.3, results.4, results.5,
+    ]
+    .map(taken);
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "ok").count(),
+        1,
+        "one winner: {outcomes:?}"
+    );
+    assert!(
+        outcomes.iter().all(|o| *o == "ok" || *o == "email"),
+        "{outcomes:?}"
+    );
+    let winner = &racers[outcomes.iter().position(|o| *o == "ok").unwrap()];
+    let found = store
+        .user_by_email(&Email::parse("race@example.com").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(found.as_ref(), Some(winner));
+    for (racer, outcome) in racers.iter().zip(outcomes) {
+        if outcome != "ok" {
+            assert_eq!(
+                store.user_by_id(racer.user_id).await.unwrap(),
+                None,
+                "a loser leaves no row"
+            );
+        }
+    }
+
+    // Same nickname, different e-mails: one wins, and the losers' e-mails stay free.
+    let racers = [
+        user("n1@example.com", "Samenick"),
+        user("n2@example.com", "samenick"),
+        user("n3@example.com", "SAMENICK"),
+        user("n4@example.com", "sameNick"),
+    ];
+    let results = tokio::join!(
+        store.insert_user(&racers[0]),
+        store.insert_user(&racers[1]),
+        store.insert_user(&racers[2]),
+        store.insert_user(&racers[3]),
+    );
+    let outcomes = [results.0, results.1, results.2, results.3].map(taken);
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "ok").count(),
+        1,
+        "one winner: {outcomes:?}"
+    );
+    assert!(
+        outcomes.iter().all(|o| *o == "ok" || *o == "nickname"),
+        "{outcomes:?}"
+    );
+    for (i, (racer, outcome)) in racers.iter().zip(outcomes).enumerate() {
+        if outcome != "ok" {
+            let retry = user(racer.email.as_str(), &format!("other{i}"));
+            assert_eq!(
+                taken(store.insert_user(&retry).await),
+                "ok",
+                "{} was released",
+                racer.email.as_str()
+            );
+        }
+    }
+}
+
+fn date(s: &str) -> NaiveDate {
+    s.parse().expect("a valid date")
+}
+
+fn time(s: &str) -> NaiveTime {
+    s.parse().expect("a valid time")
+}
+
+pub fn stage(seller: UserId) -> Stage {
+    Stage {
+        stage_id: StageId::from_uuid(id()),
+        seller_id: seller,
+        name: "Hall".into(),
+        location: "Seoul".into(),
+        grid: SeatGrid::new(10, 20).expect("a valid grid"),
+        audit: Audit::created(t0(), Some(seller)),
+    }
+}
+
+pub fn concert(stage: &Stage, created_at: DateTime<Utc>, name: &str) -> Concert {
+    Concert {
+        concert_id: ConcertId::from_uuid(id()),
+        seller_id: stage.seller_id,
+        stage_id: stage.stage_id,
+        concert_name: name.into(),
+        runtime_minutes: 120,
+        start_date: date("2026-12-01"),
+        end_date: date("2026-12-31"),
+        price: 55_000,
+        concert_image: name.len().is_multiple_of(2).then(|| format!("https://img.example.com/{name}.png")),
+        audit: Audit::created(created_at, Some(stage.seller_id)),
+    }
+}
+
+pub fn schedule(concert: &Concert, day: &str, at: &str) -> Schedule {
+    Schedule {
+        schedule_id: ScheduleId::from_uuid(id()),
+        concert_id: concert.concert_id,
+        concert_date: date(day),
+        concert_time: time(at),
+        sale_opens_at: Some(t0() + Duration::days(3)),
+        audit: Audit::created(t0(), Some(concert.seller_id)),
+    }
+}
+
+pub async fn catalog(store: &dyn CatalogStore) {
+    let seller = UserId::from_uuid(id());
+    let hall = stage(seller);
+    store.put_stage(&hall).await.unwrap();
+    store.put_stage(&hall).await.unwrap();
+    assert_eq!(
+        store.stage(hall.stage_id).await.unwrap().as_ref(),
+        Some(&hall)
+    );
+    assert_eq!(store.stage(StageId::from_uuid(id())).await.unwrap(), None);
+
+    // Nine concerts one minute apart, two more sharing one instant (ordered by id),
+    // one deleted.
+    let mut live: Vec<Concert> = (0..9)
+        .map(|i| concert(&hall, t0() + Duration::minutes(i), &format!("show{i}")))
+        .collect();
+    let tie_at = t0() + Duration::minutes(4);
+    live.push(concert(&hall, tie_at, "tie-a"));
+    live.push(concert(&hall, tie_at, "tie-b"));
+    let mut gone = concert(&hall, t0() + Duration::minutes(100), "gone");
+    gone.audit.deletion = Some(Deletion {
+        deleted_at: t0() + Duration::minutes(101),
+        deleted_by: Some(seller),
+    });
+    gone.audit.updated_at = t0() + Duration::minutes(101);
+    for c in live.iter().rev().chain([&gone]) {
+        store.put_concert(c).await.unwrap();
+        store.put_concert(c).await.unwrap(); // replayed event: same row, no duplicate
+    }
+    live.sort_by(|a, b| {
+        (b.audit.created_at, b.concert_id).cmp(&(a.audit.created_at, a.concert_id))
+    });
+    assert_eq!(
+        store.concert(live[3].concert_id).await.unwrap().as_ref(),
+        Some(&live[3])
+    );
+    assert_eq!(
+        store.concert(gone.concert_id).await.unwrap().as_ref(),
+        Some(&gone),
+        "deleted rows stay readable"
+    );
+
+    let mut seen = Vec::new();
+    for page in 0..3 {
+        let p = store.list_concerts(page, 4).await.unwrap();
+        assert_eq!((p.page, p.size, p.total), (page, 4, 11));
+        seen.extend(p.items);
+    }
+    assert_eq!(
+        seen, live,
+        "newest first, ties by id, deleted skipped, each once"
+    );
+    let beyond = store.list_concerts(3, 4).await.unwrap();
+    assert!(beyond.items.is_empty());
+    assert_eq!(beyond.total, 11);
+
+    // Deleting a listed concert takes it out of the listing and the total.
+    let mut dropped = live.remove(0);
+    dropped.audit.deletion = Some(Deletion {
+        deleted_at: t0() + Duration::hours(5),
+        deleted_by: Some(seller),
+    });
+    dropped.audit.updated_at = t0() + Duration::hours(5);
+    store.put_concert(&dropped).await.unwrap();
+    let p = store.list_concerts(0, 20).await.unwrap();
+    assert_eq!(p.total, 10);
+    assert_eq!(p.items, live);
+
+    let show = &live[0];
+    let other = &live[1];
+    let mut wanted = vec![
+        schedule(show, "2026-12-02", "19:30:00"),
+        schedule(show, "2026-12-02", "14:00:00"),
+        schedule(show, "2026-12-01", "20:00:00"),
+        schedule(show, "2026-12-10", "09:00:00"),
+        schedule(show, "2026-12-01", "20:00:00"),
+    ];
+    wanted[1].sale_opens_at = None;
+    let elsewhere = schedule(other, "2026-12-01", "10:00:00");
+    for s in wanted.iter().chain([&elsewhere]) {
+        store.put_schedule(s).await.unwrap();
+        store.put_schedule(s).await.unwrap();
+    }
+    wanted.sort_by_key(|s| (s.concert_date, s.concert_time, s.schedule_id));
+    assert_eq!(store.schedules_of(show.concert_id).await.unwrap(), wanted);
+    assert_eq!(
+        store.schedules_of(other.concert_id).await.unwrap(),
+        vec![elsewhere.clone()]
+    );
+    assert_eq!(
+        store
+            .schedule(wanted[2].schedule_id)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&wanted[2])
+    );
+    assert_eq!(
+        store.schedule(ScheduleId::from_uuid(id())).await.unwrap(),
+        None
+    );
+    assert!(store
+        .schedules_of(ConcertId::from_uuid(id()))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A schedule moved to another time is listed once, at its new place.
+    let mut moved = wanted.remove(0);
+    moved.concert_date = date("2026-12-20");
+    moved.audit.updated_at = t0() + Duration::hours(1);
+    store.put_schedule(&moved).await.unwrap();
+    wanted.push(moved);
+    assert_eq!(store.schedules_of(show.concert_id).await.unwrap(), wanted);
+}
+
+fn session(expires_at: DateTime<Utc>, hash: &str) -> Session {
+    Session {
+        session_id: id(),
+        user_id: UserId::from_uuid(id()),
+        role: Role::Seller,
+        refresh_hash: hash.into(),
+        expires_at,
+    }
+}
+
+/// `now` must be close to the wall clock (engines such as Redis expire keys on
+/// their own clock) and a whole number of milliseconds.
+pub async fn sessions(store: &dyn SessionStore, now: DateTime<Utc>) {
+    let hour = Duration::hours(1);
+    let s = session(now + hour, "h0");
+    store.create(&s).await.unwrap();
+    assert!(store.is_active(s.session_id, now).await.unwrap());
+    let rotated = store.rotate(s.session_id, "h0", "h1", now).await.unwrap();
+    assert_eq!(
+        rotated,
+        RotateOutcome::Rotated(Session {
+            refresh_hash: "h1".into(),
+            ..s.clone()
+        })
+    );
+    assert!(store.is_active(s.session_id, now).await.unwrap());
+    assert!(matches!(
+        store.rotate(s.session_id, "h1", "h2", now).await.unwrap(),
+        RotateOutcome::Rotated(_)
+    ));
+    // The old secret again: a replay, so the whole session goes.
+    assert_eq!(
+        store.rotate(s.session_id, "h1", "h9", now).await.unwrap(),
+        RotateOutcome::Reused
+    );
+    assert!(!store.is_active(s.session_id, now).await.unwrap());
+    assert_eq!(
+        store.rotate(s.session_id, "h2", "h3", now).await.unwrap(),
+        RotateOutcome::Unknown
+    );
+
+    let s = session(now + hour, "r0");
+    store.create(&s).await.unwrap();
+    store.revoke(s.session_id).await.unwrap();
+    store.revoke(s.session_id).await.unwrap();
+    assert!(!store.is_active(s.session_id, now).await.unwrap());
+    assert_eq!(
+        store.rotate(s.session_id, "r0", "r1", now).await.unwrap(),
+        RotateOutcome::Unknown
+    );
+
+    // Expiry is judged against the caller's clock...
+    let s = session(now + hour, "e0");
+    store.create(&s).await.unwrap();
+    let later = now + hour + Duration::seconds(1);
+    assert!(!store.is_active(s.session_id, later).await.unwrap());
+    assert_eq!(
+        store.rotate(s.session_id, "e0", "e1", later).await.unwrap(),
+        RotateOutcome::Unknown
+    );
+    assert!(
+        !store.is_active(s.session_id, now).await.unwrap(),
+        "an expired session is gone for good"
+    );
+    // ...and a session created already expired is never active.
+    let s = session(now - Duration::seconds(1), "x0");
+    store.create(&s).await.unwrap();
+    assert!(!store.is_active(s.session_id, now).await.unwrap());
+    assert_eq!(
+        store.rotate(s.session_id, "x0", "x1", now).await.unwrap(),
+        RotateOutcome::Unknown
+    );
+
+    let unknown = id();
+    assert!(!store.is_active(unknown, now).await.unwrap());
+    assert_eq!(
+        store.rotate(unknown, "a", "b", now).await.unwrap(),
+        RotateOutcome::Unknown
+    );
+    store.revoke(unknown).await.unwrap();
+}
