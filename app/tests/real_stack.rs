@@ -135,7 +135,7 @@ async fn the_whole_api_works_on_the_real_stack() {
     let session = cql().await;
     let ks = &stack.keyspace;
     let rows = session
-        .query_unpaged(format!("SELECT name, rows, cols FROM {ks}.stages WHERE stage_id = ?"), (Uuid::parse_str(&catalog.stage_id).unwrap(),))
+        .query_unpaged(format!("SELECT name, seat_rows, seat_cols FROM {ks}.stages WHERE stage_id = ?"), (Uuid::parse_str(&catalog.stage_id).unwrap(),))
         .await
         .unwrap()
         .into_rows_result()
@@ -188,7 +188,7 @@ async fn the_catalog_sink_writes_rows_from_events() {
             .unwrap();
     }
     let session = cql().await;
-    let query = format!("SELECT name, rows, cols FROM {}.stages WHERE stage_id = ?", stack.keyspace);
+    let query = format!("SELECT name, seat_rows, seat_cols FROM {}.stages WHERE stage_id = ?", stack.keyspace);
     let row = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             let res = session.query_unpaged(query.clone(), (stage_id.as_uuid(),)).await.unwrap().into_rows_result().unwrap();
