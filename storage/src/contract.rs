@@ -253,7 +253,10 @@ pub fn concert(stage: &Stage, created_at: DateTime<Utc>, name: &str) -> Concert 
         start_date: date("2026-12-01"),
         end_date: date("2026-12-31"),
         price: 55_000,
-        concert_image: name.len().is_multiple_of(2).then(|| format!("https://img.example.com/{name}.png")),
+        concert_image: name
+            .len()
+            .is_multiple_of(2)
+            .then(|| format!("https://img.example.com/{name}.png")),
         audit: Audit::created(created_at, Some(stage.seller_id)),
     }
 }

@@ -92,7 +92,7 @@ const LISTING_BUCKETS: i32 = 4;
 /// Rows fetched per round trip when walking the listing.
 const LISTING_PAGE: i32 = 500;
 /// Attempts at one LWT step before giving up with `Unavailable`.
-const LWT_ATTEMPTS: usize = 5;
+const LWT_ATTEMPTS: usize = 8;
 /// Schema changes wait for every node to agree, which is slow on small machines.
 const DDL_TIMEOUT: Duration = Duration::from_secs(120);
 /// The migration lock expires on its own if its holder dies.
@@ -646,7 +646,9 @@ struct Queries {
     commit_user: PreparedStatement,
     fence_user: PreparedStatement,
     user: PreparedStatement,
-    user_serial: PreparedStatement,
+    /// Only the `abandoned` flag: what the sign-up protocol decides on, and
+    /// readable whatever else a row holds.
+    user_state_serial: PreparedStatement,
     put_stage: PreparedStatement,
     stage: PreparedStatement,
     put_concert: PreparedStatement,
@@ -705,7 +707,9 @@ impl Queries {
             )
             .await?,
             user: idempotent(prepare(s, &user_by_id).await?),
-            user_serial: serial(prepare(s, &user_by_id).await?),
+            user_state_serial: serial(
+                prepare(s, "SELECT abandoned FROM users WHERE user_id = ?").await?,
+            ),
             put_stage: idempotent(prepare(s, &insert(StageRow::COLUMNS, "stages", "")).await?),
             stage: idempotent(prepare(s, &select(StageRow::COLUMNS, "stages", "stage_id = ?")).await?),
             put_concert: idempotent(prepare(s, &insert(ConcertRow::COLUMNS, "concerts", "")).await?),
@@ -764,6 +768,29 @@ impl std::fmt::Debug for CqlStore {
 enum Claim {
     Ours,
     Taken,
+}
+
+/// A SERIAL read inside an LWT retry loop: a failure (often a Paxos timeout
+/// under contention) means "try the step again", not "give up".
+fn settle<T>(read: Result<T, StoreError>) -> Option<T> {
+    match read {
+        Ok(value) => Some(value),
+        Err(e) => {
+            tracing::debug!(error = %e, "SERIAL read failed; retrying the step");
+            None
+        }
+    }
+}
+
+/// Spreads out retries of contended LWTs (Paxos rounds on one partition
+/// pre-empt each other), with jitter so that the contenders do not collide again.
+async fn backoff(attempt: usize) {
+    if attempt == 0 {
+        return;
+    }
+    let jitter = (Uuid::new_v4().as_u128() % 50) as u64;
+    let base = 20u64 << attempt.min(5);
+    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
 }
 
 impl CqlStore {
@@ -849,25 +876,30 @@ impl CqlStore {
         let me = user.user_id.as_uuid();
         let at = user.audit.created_at;
         let by = user.audit.created_by.map(|u| u.as_uuid());
-        for _ in 0..LWT_ATTEMPTS {
+        for attempt in 0..LWT_ATTEMPTS {
+            backoff(attempt).await;
             if self.lwt(&c.claim, (key, me, at, by, at, by)).await? == Some(true) {
                 return Ok(Claim::Ours);
             }
-            let Some(holder) = self.one::<ClaimRow>(&c.read_serial, (key,)).await? else {
-                continue; // released meanwhile: claim again
+            let Some(holder) = settle(self.one::<ClaimRow>(&c.read_serial, (key,)).await) else {
+                continue;
             };
-            let Some(owner) = holder.user_id else {
+            // Gone: released meanwhile, so claim again.
+            let Some(owner) = holder.and_then(|h| h.user_id) else {
                 continue;
             };
             if owner == me {
                 // Our own earlier attempt, or our insert whose reply was lost.
                 return Ok(Claim::Ours);
             }
-            if self.account_exists(owner).await? {
+            let Some(exists) = settle(self.account_exists(owner).await) else {
+                continue;
+            };
+            if exists {
                 return Ok(Claim::Taken);
             }
             let stale = holder
-                .created_at
+                .and_then(|h| h.created_at)
                 .is_none_or(|claimed| at - claimed > self.inner.claim_stale_after);
             if !stale {
                 return Ok(Claim::Taken); // most likely a sign-up still in flight
@@ -890,17 +922,24 @@ impl CqlStore {
         ))
     }
 
+    /// `None` without a row, else whether the row is a fence (abandoned).
+    async fn user_state(&self, user_id: Uuid) -> Result<Option<bool>, StoreError> {
+        let row: Option<(Option<bool>,)> =
+            self.one(&self.q().user_state_serial, (user_id,)).await?;
+        Ok(row.map(|(abandoned,)| abandoned == Some(true)))
+    }
+
     /// Whether `user_id` has a committed account (not a fence row).
     async fn account_exists(&self, user_id: Uuid) -> Result<bool, StoreError> {
-        let row: Option<UserRow> = self.one(&self.q().user_serial, (user_id,)).await?;
-        Ok(row.is_some_and(|r| !r.is_abandoned()))
+        Ok(self.user_state(user_id).await? == Some(false))
     }
 
     /// Makes sure `owner` can never commit. `false` if it already has.
     async fn fence(&self, owner: Uuid, by: &User) -> Result<bool, StoreError> {
         let at = by.audit.created_at;
         let who = Some(by.user_id.as_uuid());
-        for _ in 0..LWT_ATTEMPTS {
+        for attempt in 0..LWT_ATTEMPTS {
+            backoff(attempt).await;
             if self
                 .lwt(&self.q().fence_user, (owner, at, who, at, who))
                 .await?
@@ -908,8 +947,8 @@ impl CqlStore {
             {
                 return Ok(true);
             }
-            if let Some(row) = self.one::<UserRow>(&self.q().user_serial, (owner,)).await? {
-                return Ok(row.is_abandoned());
+            if let Some(Some(abandoned)) = settle(self.user_state(owner).await) {
+                return Ok(abandoned);
             }
         }
         Err(StoreError::Unavailable(
@@ -920,15 +959,13 @@ impl CqlStore {
     /// Creates the account row. `false` if this sign-up was fenced.
     async fn commit(&self, user: &User) -> Result<bool, StoreError> {
         let row = UserRow::from_user(user);
-        for _ in 0..LWT_ATTEMPTS {
+        for attempt in 0..LWT_ATTEMPTS {
+            backoff(attempt).await;
             if self.lwt(&self.q().commit_user, &row).await? == Some(true) {
                 return Ok(true);
             }
-            if let Some(existing) = self
-                .one::<UserRow>(&self.q().user_serial, (row.user_id,))
-                .await?
-            {
-                return Ok(!existing.is_abandoned());
+            if let Some(Some(abandoned)) = settle(self.user_state(row.user_id).await) {
+                return Ok(!abandoned);
             }
         }
         Err(StoreError::Unavailable(

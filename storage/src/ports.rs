@@ -38,6 +38,8 @@ pub trait AccountStore: Send + Sync + 'static {
     /// respect to other sign-ups: two concurrent sign-ups with one e-mail give
     /// one `Ok` and one `EmailTaken`. A claim left behind by a failed sign-up
     /// must not block the owner of the e-mail for ever (implementations say how).
+    /// The e-mail is checked before the nickname. Inserting the same account
+    /// (same `user_id`) again, as a retried request does, succeeds.
     async fn insert_user(&self, user: &User) -> Result<(), StoreError>;
     async fn user_by_email(&self, email: &Email) -> Result<Option<User>, StoreError>;
     async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError>;
@@ -45,7 +47,8 @@ pub trait AccountStore: Send + Sync + 'static {
 
 /// The catalog. Rows are written through by the ingress (read-your-writes) and
 /// again by the catalog sink from the events (convergence): every `put_*` is an
-/// idempotent upsert of the whole row.
+/// idempotent upsert of the whole row. Engines may keep instants to the
+/// millisecond only (CQL): callers should not rely on finer precision.
 #[async_trait]
 pub trait CatalogStore: Send + Sync + 'static {
     async fn put_stage(&self, stage: &Stage) -> Result<(), StoreError>;
@@ -54,7 +57,8 @@ pub trait CatalogStore: Send + Sync + 'static {
     async fn stage(&self, id: StageId) -> Result<Option<Stage>, StoreError>;
     async fn concert(&self, id: ConcertId) -> Result<Option<Concert>, StoreError>;
     async fn schedule(&self, id: ScheduleId) -> Result<Option<Schedule>, StoreError>;
-    /// A concert's schedules, ordered by date then time.
+    /// A concert's schedules, ordered by date, time, then id; soft-deleted ones
+    /// included (their audit says so), the caller filters.
     async fn schedules_of(&self, concert: ConcertId) -> Result<Vec<Schedule>, StoreError>;
     /// Concerts newest first (by creation time, then id), skipping deleted ones.
     async fn list_concerts(&self, page: u32, size: u32) -> Result<Page<Concert>, StoreError>;

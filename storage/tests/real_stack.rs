@@ -111,6 +111,56 @@ async fn cql_checks(nodes: Vec<String>, keyspace: String) {
     contract::catalog(&store).await;
     stored_secrets_are_untouched(&store, &raw).await;
     stale_claims_are_taken_over(&store, &raw).await;
+    a_fenced_sign_up_cannot_commit(&store, &raw).await;
+    many_concurrent_sign_ups(&store).await;
+}
+
+/// A sign-up that stalled past the stale period and was fenced meanwhile gives
+/// up when it resumes, and frees its claims.
+async fn a_fenced_sign_up_cannot_commit(store: &CqlStore, raw: &CqlSession) {
+    let slow = contract::user("slow@example.com", "slowpoke");
+    let id = slow.user_id.as_uuid();
+    let at = slow.audit.created_at;
+    run(raw, "INSERT INTO users_by_email (email, user_id, created_at, is_deleted) VALUES (?, ?, ?, false)", ("slow@example.com", id, at)).await;
+    run(raw, "INSERT INTO users_by_nickname (nickname, user_id, created_at, is_deleted) VALUES (?, ?, ?, false)", ("slowpoke", id, at)).await;
+    run(
+        raw,
+        // What `fence` writes for the sign-up that wins the stale claim.
+        "INSERT INTO users (user_id, abandoned, created_at, updated_at, is_deleted) VALUES (?, true, ?, ?, false)",
+        (id, at, at),
+    )
+    .await;
+    assert!(matches!(
+        store.insert_user(&slow).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert_eq!(store.user_by_id(slow.user_id).await.unwrap(), None);
+    let next = contract::user("slow@example.com", "slowpoke");
+    store
+        .insert_user(&next)
+        .await
+        .expect("the fenced sign-up released its claims");
+}
+
+/// More contenders than the contract's race, to go through LWT contention.
+async fn many_concurrent_sign_ups(store: &CqlStore) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let u = contract::user("crowd@example.com", &format!("crowd{i}"));
+            store.insert_user(&u).await
+        });
+    }
+    let mut ok = 0;
+    while let Some(result) = tasks.join_next().await {
+        match result.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::EmailTaken) => {}
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!(ok, 1);
 }
 
 async fn stored_secrets_are_untouched(store: &CqlStore, raw: &CqlSession) {
