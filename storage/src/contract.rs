@@ -282,6 +282,17 @@ pub async fn catalog(store: &dyn CatalogStore) {
         Some(&hall)
     );
     assert_eq!(store.stage(StageId::from_uuid(id())).await.unwrap(), None);
+    // A late replay of an older version never rolls a row back.
+    let mut renamed = hall.clone();
+    renamed.name = "Grand Hall".into();
+    renamed.audit.updated_at = t0() + Duration::hours(1);
+    renamed.audit.updated_by = Some(seller);
+    store.put_stage(&renamed).await.unwrap();
+    store.put_stage(&hall).await.unwrap();
+    assert_eq!(
+        store.stage(hall.stage_id).await.unwrap().as_ref(),
+        Some(&renamed)
+    );
 
     // Nine concerts one minute apart, two more sharing one instant (ordered by id),
     // one deleted.
@@ -329,6 +340,7 @@ pub async fn catalog(store: &dyn CatalogStore) {
     assert_eq!(beyond.total, 11);
 
     // Deleting a listed concert takes it out of the listing and the total.
+    let live_before_drop = live[0].clone();
     let mut dropped = live.remove(0);
     dropped.audit.deletion = Some(Deletion {
         deleted_at: t0() + Duration::hours(5),
@@ -379,13 +391,25 @@ pub async fn catalog(store: &dyn CatalogStore) {
         .unwrap()
         .is_empty());
 
-    // A schedule moved to another time is listed once, at its new place.
-    let mut moved = wanted.remove(0);
+    // A schedule moved to another time is listed once, at its new place, and a
+    // late replay of its first version does not move it back.
+    let first = wanted.remove(0);
+    let mut moved = first.clone();
     moved.concert_date = date("2026-12-20");
     moved.audit.updated_at = t0() + Duration::hours(1);
     store.put_schedule(&moved).await.unwrap();
-    wanted.push(moved);
+    store.put_schedule(&first).await.unwrap();
+    wanted.push(moved.clone());
     assert_eq!(store.schedules_of(show.concert_id).await.unwrap(), wanted);
+    assert_eq!(
+        store.schedule(moved.schedule_id).await.unwrap(),
+        Some(moved)
+    );
+
+    // Nor does a late replay of a deleted concert's creation bring it back.
+    let listed = store.list_concerts(0, 20).await.unwrap();
+    store.put_concert(&live_before_drop).await.unwrap();
+    assert_eq!(store.list_concerts(0, 20).await.unwrap(), listed);
 }
 
 fn session(expires_at: DateTime<Utc>, hash: &str) -> Session {

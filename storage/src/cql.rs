@@ -363,12 +363,12 @@ macro_rules! row {
             fn new($($field: $ty,)* audit: &Audit) -> Self {
                 Self {
                     $($field,)*
-                    created_at: audit.created_at,
+                    created_at: millis(audit.created_at),
                     created_by: audit.created_by.map(|u| u.as_uuid()),
-                    updated_at: audit.updated_at,
+                    updated_at: millis(audit.updated_at),
                     updated_by: audit.updated_by.map(|u| u.as_uuid()),
                     is_deleted: Some(audit.deletion.is_some()),
-                    deleted_at: audit.deletion.as_ref().map(|d| d.deleted_at),
+                    deleted_at: audit.deletion.as_ref().map(|d| millis(d.deleted_at)),
                     deleted_by: audit.deletion.as_ref().and_then(|d| d.deleted_by).map(|u| u.as_uuid()),
                 }
             }
@@ -582,7 +582,7 @@ impl ScheduleRow {
             s.concert_id.as_uuid(),
             s.concert_date,
             s.concert_time,
-            s.sale_opens_at,
+            s.sale_opens_at.map(millis),
             &s.audit,
         )
     }
@@ -600,9 +600,19 @@ impl ScheduleRow {
 }
 
 /// Write timestamp of a catalog row: its own `updated_at`, so the newest version
-/// of a row wins whatever order the writes arrive in.
+/// of a row wins whatever order the writes arrive in. Milliseconds, like the
+/// stored value, so the same version written with and without sub-millisecond
+/// digits (ingress write-through, then the event) gets one timestamp.
 fn write_time(audit: &Audit) -> i64 {
-    audit.updated_at.timestamp_micros()
+    millis(audit.updated_at).timestamp_millis() * 1000
+}
+
+/// What a CQL `timestamp` keeps. Rows are built from truncated instants so that
+/// comparing a stored row with a new one (has the listing key moved?) never
+/// sees a difference the database cannot hold: a delete and an insert of one
+/// key in one batch would otherwise leave the tombstone winning.
+fn millis(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at)
 }
 
 // ---------------------------------------------------------------------------

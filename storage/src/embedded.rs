@@ -269,11 +269,18 @@ impl AccountStore for EmbeddedStore {
 
 #[async_trait]
 impl CatalogStore for EmbeddedStore {
+    /// Every `put_*` keeps the version with the latest `updated_at`, as the CQL
+    /// store's write timestamps do, so a late replay never rolls a row back.
     async fn put_stage(&self, stage: &Stage) -> Result<(), StoreError> {
         let id = stage.stage_id.as_uuid().as_u128();
         let row = encode(stage)?;
+        let updated_at = stage.audit.updated_at;
         self.write(move |txn| {
             let mut stages = txn.open_table(STAGES).map_err(unavailable)?;
+            let previous = get_row::<Stage>(&stages, "stage", id)?;
+            if previous.is_some_and(|p| p.audit.updated_at > updated_at) {
+                return Ok(());
+            }
             stages.insert(id, row.as_slice()).map_err(unavailable)?;
             Ok(())
         })
@@ -285,12 +292,20 @@ impl CatalogStore for EmbeddedStore {
         let row = encode(concert)?;
         let created = instant(concert.audit.created_at);
         let live = !concert.audit.is_deleted();
+        let updated_at = concert.audit.updated_at;
         self.write(move |txn| {
             let mut concerts = txn.open_table(CONCERTS).map_err(unavailable)?;
             let mut listing = txn.open_table(CONCERTS_BY_CREATED).map_err(unavailable)?;
+            let previous = get_row::<Concert>(&concerts, "concert", id)?;
+            if previous
+                .as_ref()
+                .is_some_and(|p| p.audit.updated_at > updated_at)
+            {
+                return Ok(()); // a late replay of an older version
+            }
             // The previous version's listing key may differ (other creation time,
             // or now deleted): remove it so the listing holds each concert once.
-            if let Some(previous) = get_row::<Concert>(&concerts, "concert", id)? {
+            if let Some(previous) = previous {
                 listing
                     .remove((instant(previous.audit.created_at), id))
                     .map_err(unavailable)?;
@@ -308,10 +323,18 @@ impl CatalogStore for EmbeddedStore {
         let id = schedule.schedule_id.as_uuid().as_u128();
         let concert = schedule.concert_id.as_uuid().as_u128();
         let row = encode(schedule)?;
+        let updated_at = schedule.audit.updated_at;
         self.write(move |txn| {
             let mut schedules = txn.open_table(SCHEDULES).map_err(unavailable)?;
             let mut by_concert = txn.open_table(SCHEDULES_BY_CONCERT).map_err(unavailable)?;
-            if let Some(previous) = get_row::<Schedule>(&schedules, "schedule", id)? {
+            let previous = get_row::<Schedule>(&schedules, "schedule", id)?;
+            if previous
+                .as_ref()
+                .is_some_and(|p| p.audit.updated_at > updated_at)
+            {
+                return Ok(());
+            }
+            if let Some(previous) = previous {
                 by_concert
                     .remove((previous.concert_id.as_uuid().as_u128(), id))
                     .map_err(unavailable)?;

@@ -17,7 +17,7 @@ use ticketing_domain::ids::UserId;
 use ticketing_storage::contract;
 use ticketing_storage::cql::{self, CqlStore};
 use ticketing_storage::redis_sessions::RedisSessionStore;
-use ticketing_storage::{AccountStore, Session, SessionStore, StoreError};
+use ticketing_storage::{AccountStore, CatalogStore, Session, SessionStore, StoreError};
 use uuid::Uuid;
 
 const STARTUP_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
@@ -86,10 +86,18 @@ async fn cql_store_keeps_the_contract() {
 }
 
 async fn cql_checks(nodes: Vec<String>, keyspace: String) {
-    // Migrations: the first run applies them, a second one is a no-op, and so is
-    // the run inside `connect`.
+    // Migrations: two processes starting at once apply them once between them
+    // (the lease serialises them); later runs, and the one inside `connect`,
+    // are no-ops.
     let raw = admin_session(&nodes).await.unwrap();
-    assert_eq!(cql::migrate(&raw, &keyspace).await.unwrap(), vec![1]);
+    let other = admin_session(&nodes).await.unwrap();
+    let (a, b) = tokio::join!(
+        cql::migrate(&raw, &keyspace),
+        cql::migrate(&other, &keyspace)
+    );
+    let mut applied = [a.unwrap(), b.unwrap()];
+    applied.sort();
+    assert_eq!(applied, [vec![], vec![1]]);
     assert_eq!(
         cql::migrate(&raw, &keyspace).await.unwrap(),
         Vec::<i32>::new()
@@ -109,10 +117,34 @@ async fn cql_checks(nodes: Vec<String>, keyspace: String) {
 
     contract::accounts(&store).await;
     contract::catalog(&store).await;
+    sub_millisecond_instants_are_truncated_once(&store).await;
     stored_secrets_are_untouched(&store, &raw).await;
     stale_claims_are_taken_over(&store, &raw).await;
     a_fenced_sign_up_cannot_commit(&store, &raw).await;
     many_concurrent_sign_ups(&store).await;
+}
+
+/// CQL keeps milliseconds. The ingress writes a row with the clock's full
+/// precision, the sink rewrites it from the event: one listing entry, both times.
+async fn sub_millisecond_instants_are_truncated_once(store: &CqlStore) {
+    let hall = contract::stage(UserId::from_uuid(Uuid::now_v7()));
+    let newest = contract::t0() + Duration::days(400);
+    let precise = newest + Duration::nanoseconds(1_234_567);
+    let show = contract::concert(&hall, precise, "precise");
+    let before = store.list_concerts(0, 1).await.unwrap().total;
+    store.put_concert(&show).await.unwrap();
+    store.put_concert(&show).await.unwrap();
+    let mut from_event = show.clone();
+    from_event.audit.created_at = newest + Duration::milliseconds(1);
+    from_event.audit.updated_at = from_event.audit.created_at;
+    store.put_concert(&from_event).await.unwrap();
+    let page = store.list_concerts(0, 1).await.unwrap();
+    assert_eq!(page.total, before + 1);
+    assert_eq!(page.items, vec![from_event.clone()]);
+    assert_eq!(
+        store.concert(show.concert_id).await.unwrap(),
+        Some(from_event)
+    );
 }
 
 /// A sign-up that stalled past the stale period and was fenced meanwhile gives
