@@ -119,3 +119,160 @@ impl SchemaRegistry for HttpSchemaRegistry {
         )))
     }
 }
+
+/// The adapter against a small stand-in speaking the Confluent API, so its
+/// request shapes and error mapping are checked without a real registry
+/// (that is `tests/registry.rs`, behind `real-stack`).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EventCodec;
+    use apache_avro::Schema;
+    use axum::extract::{Path, State};
+    use axum::http::StatusCode;
+    use axum::routing::{get, post, put};
+    use axum::{Json, Router};
+    use parking_lot::Mutex;
+    use serde_json::{json, Value};
+    use std::sync::Arc;
+
+    #[derive(Default)]
+    struct Fake {
+        schemas: Vec<String>,
+        config: Vec<(String, String)>,
+    }
+    type Shared = Arc<Mutex<Fake>>;
+
+    fn error(status: StatusCode, code: u32) -> (StatusCode, Json<Value>) {
+        (status, Json(json!({"error_code": code, "message": "fake"})))
+    }
+
+    async fn register(
+        State(fake): State<Shared>,
+        Path(_subject): Path<String>,
+        Json(body): Json<Value>,
+    ) -> (StatusCode, Json<Value>) {
+        assert_eq!(body["schemaType"], "AVRO");
+        let schema = body["schema"].as_str().unwrap().to_string();
+        if schema.contains("\"incompatible\"") {
+            return error(StatusCode::CONFLICT, 409);
+        }
+        if Schema::parse_str(&schema).is_err() {
+            return error(StatusCode::UNPROCESSABLE_ENTITY, 42201);
+        }
+        let mut fake = fake.lock();
+        let id = match fake.schemas.iter().position(|s| *s == schema) {
+            Some(i) => i,
+            None => {
+                fake.schemas.push(schema);
+                fake.schemas.len() - 1
+            }
+        };
+        (StatusCode::OK, Json(json!({"id": id + 1})))
+    }
+
+    async fn by_id(State(fake): State<Shared>, Path(id): Path<usize>) -> (StatusCode, Json<Value>) {
+        match fake.lock().schemas.get(id.wrapping_sub(1)) {
+            Some(s) => (StatusCode::OK, Json(json!({"schema": s}))),
+            None => error(StatusCode::NOT_FOUND, 40403),
+        }
+    }
+
+    async fn config(
+        State(fake): State<Shared>,
+        Path(subject): Path<String>,
+        Json(body): Json<Value>,
+    ) -> (StatusCode, Json<Value>) {
+        let level = body["compatibility"].as_str().unwrap().to_string();
+        if level == "SOMETIMES" {
+            return error(StatusCode::UNPROCESSABLE_ENTITY, 42203);
+        }
+        fake.lock().config.push((subject, level.clone()));
+        (StatusCode::OK, Json(json!({"compatibility": level})))
+    }
+
+    async fn serve() -> (String, Shared) {
+        let fake = Shared::default();
+        let app = Router::new()
+            .route("/subjects/{subject}/versions", post(register))
+            .route("/schemas/ids/{id}", get(by_id))
+            .route("/config/{subject}", put(config))
+            .with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, fake)
+    }
+
+    #[tokio::test]
+    async fn speaks_the_confluent_api_and_maps_its_errors() {
+        let (url, fake) = serve().await;
+        // The trailing slash is tolerated.
+        let registry = HttpSchemaRegistry::new(&url);
+        let schema = r#"{"type":"record","name":"T","fields":[{"name":"a","type":"long"}]}"#;
+        let id = registry.register("s", schema).await.unwrap();
+        assert_eq!(registry.register("s", schema).await.unwrap(), id);
+        assert_eq!(registry.schema_by_id(id).await.unwrap(), schema);
+        assert_eq!(
+            registry.schema_by_id(99).await,
+            Err(CodecError::UnknownSchemaId(99))
+        );
+        let bad =
+            r#"{"type":"record","name":"T","fields":[{"name":"incompatible","type":"long"}]}"#;
+        assert!(matches!(
+            registry.register("s", bad).await,
+            Err(CodecError::Incompatible { subject, .. }) if subject == "s"
+        ));
+        assert!(matches!(
+            registry.register("s", r#"{"type":"nope"}"#).await,
+            Err(CodecError::InvalidSchema(_))
+        ));
+        registry.set_compatibility("s", "BACKWARD").await.unwrap();
+        assert!(matches!(
+            registry.set_compatibility("s", "SOMETIMES").await,
+            Err(CodecError::Registry(_))
+        ));
+        assert_eq!(
+            fake.lock().config,
+            vec![("s".to_string(), "BACKWARD".to_string())]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_codec_runs_over_http() {
+        let (url, fake) = serve().await;
+        let codec = EventCodec::start(Arc::new(HttpSchemaRegistry::new(&url)))
+            .await
+            .unwrap();
+        let subjects: Vec<String> = fake.lock().config.iter().map(|(s, _)| s.clone()).collect();
+        assert_eq!(subjects.len(), crate::SCHEMA_FILES.len());
+        assert!(subjects
+            .contains(&"ticketing.schedules.v1-io.ticketing.events.ScheduleCreated".to_string()));
+        let cold = EventCodec::start(Arc::new(HttpSchemaRegistry::new(&url)))
+            .await
+            .unwrap();
+        for event in crate::samples::every_event() {
+            let bytes = codec.encode(&event).await.unwrap();
+            assert_eq!(cold.decode(&bytes).await.unwrap(), event);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_registry_is_a_retryable_registry_error() {
+        // Bind then drop, so nothing listens on the port.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let registry = HttpSchemaRegistry::new(&format!("http://127.0.0.1:{port}"));
+        assert!(matches!(
+            registry.schema_by_id(1).await,
+            Err(CodecError::Registry(_))
+        ));
+        assert!(matches!(
+            registry.set_compatibility("s", "BACKWARD").await,
+            Err(CodecError::Registry(_))
+        ));
+    }
+}
