@@ -47,16 +47,23 @@ impl Caller {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::unauthorized("UNAUTHENTICATED", "a bearer token is required"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized("UNAUTHENTICATED", "a bearer token is required")
+            })?;
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(|| ApiError::unauthorized("UNAUTHENTICATED", "a bearer token is required"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized("UNAUTHENTICATED", "a bearer token is required")
+            })?;
         let now = Utc::now();
         let claims = state
             .tokens

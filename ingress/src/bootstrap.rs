@@ -23,9 +23,18 @@ pub async fn ensure_admin(state: &AppState, email: &str, password: &str) -> anyh
         .take(24)
         .collect();
     let nickname = format!("admin-{local}");
-    create_account(state, email, password, &nickname, "+0000000000", Role::Manager, None, None)
-        .await
-        .map_err(|e| anyhow::anyhow!("creating the admin account: {} {}", e.code, e.message))?;
+    create_account(
+        state,
+        email,
+        password,
+        &nickname,
+        "+0000000000",
+        Role::Manager,
+        None,
+        None,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("creating the admin account: {} {}", e.code, e.message))?;
     tracing::info!("bootstrap MANAGER account created");
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod extract;
 pub mod http_metrics;
 pub mod openapi;
 pub mod publish;
+pub mod replies;
 pub mod routes;
 pub mod security;
 pub mod state;
@@ -45,11 +46,12 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/concerts/{concert_id}/schedules",
             post(catalog::create_schedule),
         )
-        .route("/api/v1/schedules/{schedule_id}/seats", get(catalog::seat_map))
+        .route(
+            "/api/v1/schedules/{schedule_id}/seats",
+            get(catalog::seat_map),
+        )
         .route("/api-docs/openapi.json", get(openapi::serve))
-        .fallback(|| async {
-            error::ApiError::not_found("NOT_FOUND", "no such route")
-        })
+        .fallback(|| async { error::ApiError::not_found("NOT_FOUND", "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),

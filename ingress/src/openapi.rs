@@ -25,7 +25,12 @@ impl Modify for BearerAuth {
             .get_or_insert_with(Default::default)
             .add_security_scheme(
                 "bearer",
-                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWT")
+                        .build(),
+                ),
             );
     }
 }

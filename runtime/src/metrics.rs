@@ -27,7 +27,10 @@ impl Metrics {
         )
         .expect("static registry options are valid");
         let http_requests = IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests by route, method and status"),
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
             &["route", "method", "status"],
         )
         .expect("valid metric");
@@ -48,7 +51,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let events_consumed = IntCounterVec::new(
-            Opts::new("events_consumed_total", "Events read and handled from the log"),
+            Opts::new(
+                "events_consumed_total",
+                "Events read and handled from the log",
+            ),
             &["topic", "consumer"],
         )
         .expect("valid metric");

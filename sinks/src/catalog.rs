@@ -38,9 +38,21 @@ impl RecordHandler for CatalogSink {
             Err(e) => return Err(HandleError::Poison(e.to_string())),
         };
         match &event {
-            Event::StageCreated(e) => self.store.put_stage(&Stage::from(e)).await.map_err(store_error),
-            Event::ConcertCreated(e) => self.store.put_concert(&Concert::from(e)).await.map_err(store_error),
-            Event::ScheduleCreated(e) => self.store.put_schedule(&Schedule::from(e)).await.map_err(store_error),
+            Event::StageCreated(e) => self
+                .store
+                .put_stage(&Stage::from(e))
+                .await
+                .map_err(store_error),
+            Event::ConcertCreated(e) => self
+                .store
+                .put_concert(&Concert::from(e))
+                .await
+                .map_err(store_error),
+            Event::ScheduleCreated(e) => self
+                .store
+                .put_schedule(&Schedule::from(e))
+                .await
+                .map_err(store_error),
             // Other events share these topics and belong to other consumers.
             _ => Ok(()),
         }

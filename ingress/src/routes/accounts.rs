@@ -77,7 +77,17 @@ pub async fn sign_up(
     ApiJson(req): ApiJson<SignUpRequest>,
 ) -> ApiResult<(StatusCode, Json<SignUpResponse>)> {
     let role = Role::parse_for_signup(&req.role)?;
-    let user_id = create_account(&s, &req.email, &req.password, &req.nickname, &req.phone, role, req.profile_image.as_deref(), None).await?;
+    let user_id = create_account(
+        &s,
+        &req.email,
+        &req.password,
+        &req.nickname,
+        &req.phone,
+        role,
+        req.profile_image.as_deref(),
+        None,
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(SignUpResponse {
@@ -105,7 +115,9 @@ pub async fn create_account(
     let phone = Phone::parse(phone)?;
     let profile_image = match profile_image.map(str::trim) {
         None | Some("") => None,
-        Some(url) if url.len() <= 2048 && (url.starts_with("https://") || url.starts_with("http://")) => {
+        Some(url)
+            if url.len() <= 2048 && (url.starts_with("https://") || url.starts_with("http://")) =>
+        {
             Some(url.to_string())
         }
         Some(_) => {
@@ -161,9 +173,11 @@ pub async fn login(
     // Over-long passwords are refused by policy; don't let them reach the hasher.
     let plausible = req.password.chars().count() <= NewPassword::MAX_LEN;
     let ok = plausible
-        && s
-            .passwords
-            .verify(&req.password, user.as_ref().map(|u| u.password_hash.as_str()))
+        && s.passwords
+            .verify(
+                &req.password,
+                user.as_ref().map(|u| u.password_hash.as_str()),
+            )
             .await;
     let user = match (ok, user) {
         (true, Some(u)) => u,
@@ -187,7 +201,14 @@ pub async fn login(
         })
         .await?;
     tracing::info!(user_id = %user.user_id, "login");
-    Ok(Json(token_pair(&s, user.user_id, user.role, sid, refresh, now)))
+    Ok(Json(token_pair(
+        &s,
+        user.user_id,
+        user.role,
+        sid,
+        refresh,
+        now,
+    )))
 }
 
 fn token_pair(
@@ -214,12 +235,25 @@ pub async fn refresh(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
-    let invalid = || ApiError::unauthorized("INVALID_REFRESH_TOKEN", "the refresh token is invalid, used or revoked");
-    let (sid, presented) = crate::security::tokens::parse_refresh(req.refresh_token.trim()).ok_or_else(invalid)?;
+    let invalid = || {
+        ApiError::unauthorized(
+            "INVALID_REFRESH_TOKEN",
+            "the refresh token is invalid, used or revoked",
+        )
+    };
+    let (sid, presented) =
+        crate::security::tokens::parse_refresh(req.refresh_token.trim()).ok_or_else(invalid)?;
     let (next, next_hash) = s.tokens.new_refresh(sid);
     let now = Utc::now();
     match s.sessions.rotate(sid, &presented, &next_hash, now).await? {
-        RotateOutcome::Rotated(session) => Ok(Json(token_pair(&s, session.user_id, session.role, sid, next, now))),
+        RotateOutcome::Rotated(session) => Ok(Json(token_pair(
+            &s,
+            session.user_id,
+            session.role,
+            sid,
+            next,
+            now,
+        ))),
         RotateOutcome::Reused => {
             tracing::warn!(session_id = %sid, "refresh token reused; session revoked");
             Err(invalid())

@@ -320,7 +320,12 @@ pub async fn create_schedule(
     caller.require_seller()?;
     let concert = live_concert(&s, ConcertId::from_uuid(concert_id)).await?;
     caller.require_owner(concert.seller_id)?;
-    let new = NewSchedule::parse(&concert, req.concert_date, parse_time(&req.concert_time)?, req.sale_opens_at)?;
+    let new = NewSchedule::parse(
+        &concert,
+        req.concert_date,
+        parse_time(&req.concert_time)?,
+        req.sale_opens_at,
+    )?;
     let stage = s
         .catalog
         .stage(concert.stage_id)
@@ -369,10 +374,16 @@ pub async fn list_concerts(
     let page = q.page.unwrap_or(0);
     let size = q.size.unwrap_or(20);
     if !(0..=100_000).contains(&page) {
-        return Err(ApiError::bad_request("INVALID_PAGE", "page must be between 0 and 100000"));
+        return Err(ApiError::bad_request(
+            "INVALID_PAGE",
+            "page must be between 0 and 100000",
+        ));
     }
     if !(1..=100).contains(&size) {
-        return Err(ApiError::bad_request("INVALID_PAGE", "size must be between 1 and 100"));
+        return Err(ApiError::bad_request(
+            "INVALID_PAGE",
+            "size must be between 1 and 100",
+        ));
     }
     // Both fit in u32: bounded above.
     let listed = s.catalog.list_concerts(page as u32, size as u32).await?;
@@ -419,8 +430,16 @@ pub async fn seat_map(
         .await?
         .filter(|sc| !sc.audit.is_deleted())
         .ok_or_else(not_found)?;
-    let concert = s.catalog.concert(schedule.concert_id).await?.ok_or_else(not_found)?;
-    let stage = s.catalog.stage(concert.stage_id).await?.ok_or_else(not_found)?;
+    let concert = s
+        .catalog
+        .concert(schedule.concert_id)
+        .await?
+        .ok_or_else(not_found)?;
+    let stage = s
+        .catalog
+        .stage(concert.stage_id)
+        .await?
+        .ok_or_else(not_found)?;
     let (rows, cols) = (stage.grid.rows(), stage.grid.cols());
     let seats = (1..=rows)
         .flat_map(|row| {

@@ -19,7 +19,8 @@ pub struct PasswordHasher {
 impl PasswordHasher {
     /// OWASP's argon2id baseline: 19 MiB, 2 passes, 1 lane.
     pub fn new() -> Self {
-        let params = Params::new(19 * 1024, 2, 1, None).expect("static argon2 parameters are valid");
+        let params =
+            Params::new(19 * 1024, 2, 1, None).expect("static argon2 parameters are valid");
         Self {
             argon: Arc::new(Argon2::new(Algorithm::Argon2id, Version::V0x13, params)),
             dummy: Arc::new(OnceLock::new()),

@@ -41,7 +41,11 @@ impl PhoneCipher {
             let (kid, b64) = part
                 .split_once(':')
                 .ok_or_else(|| PhoneCryptoError::BadKeySpec("expected kid:base64key".into()))?;
-            if kid.is_empty() || !kid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            if kid.is_empty()
+                || !kid
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
                 return Err(PhoneCryptoError::BadKeySpec(
                     "a key id is letters, digits, '-' or '_'".into(),
                 ));
@@ -56,7 +60,9 @@ impl PhoneCipher {
             }
             let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes));
             if keys.insert(kid.to_string(), cipher).is_some() {
-                return Err(PhoneCryptoError::BadKeySpec(format!("key {kid} given twice")));
+                return Err(PhoneCryptoError::BadKeySpec(format!(
+                    "key {kid} given twice"
+                )));
             }
             active.get_or_insert_with(|| kid.to_string());
         }
@@ -164,7 +170,13 @@ mod tests {
         assert!(PhoneCipher::from_spec("k1").is_err());
         assert!(PhoneCipher::from_spec("k1:c2hvcnQ=").is_err());
         let c = PhoneCipher::from_spec(&PhoneCipher::generate_spec("k1")).unwrap();
-        for bad in ["", "v1:k1:", "v2:k1:AAAA", "v1:k1:!!!", "v1:k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+        for bad in [
+            "",
+            "v1:k1:",
+            "v2:k1:AAAA",
+            "v1:k1:!!!",
+            "v1:k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
             assert!(c.decrypt(user(1), bad).is_err(), "{bad}");
         }
     }

@@ -48,7 +48,11 @@ pub struct TokenService {
 }
 
 impl TokenService {
-    pub fn new(secret: &[u8], access_ttl: Duration, refresh_ttl: Duration) -> Result<Self, TokenError> {
+    pub fn new(
+        secret: &[u8],
+        access_ttl: Duration,
+        refresh_ttl: Duration,
+    ) -> Result<Self, TokenError> {
         if secret.len() < 32 {
             return Err(TokenError::WeakSecret);
         }
@@ -74,7 +78,11 @@ impl TokenService {
     }
 
     /// Signature, algorithm, expiry (against `now`) and token type.
-    pub fn verify_access(&self, token: &str, now: DateTime<Utc>) -> Result<AccessClaims, TokenError> {
+    pub fn verify_access(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<AccessClaims, TokenError> {
         let mut v = Validation::new(Algorithm::HS256);
         // Expiry is checked below against the caller's clock, so tests can move time.
         v.validate_exp = false;
@@ -130,9 +138,17 @@ mod tests {
         let t = s.issue_access(user, Role::Seller, sid, now);
         let c = s.verify_access(&t, now).unwrap();
         assert_eq!((c.sub, c.role, c.sid), (user.as_uuid(), Role::Seller, sid));
-        assert_eq!(s.verify_access(&t, now + Duration::minutes(16)), Err(TokenError::Invalid));
-        let other = TokenService::new(&[8u8; 32], Duration::minutes(15), Duration::days(1)).unwrap();
-        assert_eq!(other.verify_access(&t, now), Err(TokenError::Invalid), "forged");
+        assert_eq!(
+            s.verify_access(&t, now + Duration::minutes(16)),
+            Err(TokenError::Invalid)
+        );
+        let other =
+            TokenService::new(&[8u8; 32], Duration::minutes(15), Duration::days(1)).unwrap();
+        assert_eq!(
+            other.verify_access(&t, now),
+            Err(TokenError::Invalid),
+            "forged"
+        );
         let mut tampered = t.clone();
         tampered.insert(tampered.len() / 2, 'x');
         assert_eq!(s.verify_access(&tampered, now), Err(TokenError::Invalid));
