@@ -56,8 +56,19 @@ pub trait Producer: Send + Sync + 'static {
 /// not committed is delivered again after a restart.
 #[async_trait]
 pub trait Consumer: Send + 'static {
-    /// Waits for the next record.
+    /// Waits for the next record. Cancel-safe: dropping the future (e.g. in a
+    /// `select!` with a shutdown signal) loses no record.
     async fn recv(&mut self) -> Result<Record, TransportError>;
-    /// Marks `record` and everything before it on its partition as done.
+    /// Marks `record` and everything before it on its partition as done: the
+    /// group's committed offset for that partition becomes `record.offset + 1`,
+    /// where a restarted consumer resumes. It does not move the read position.
+    /// An adapter may acknowledge commits in the background (Kafka does); a
+    /// commit lost in a crash only means redelivery. `close` waits for them.
     async fn commit(&mut self, record: &Record) -> Result<(), TransportError>;
+    /// Waits for outstanding commits and leaves the group; afterwards `recv`
+    /// returns `Closed`. Call it on a clean shutdown to keep redelivery to the
+    /// records that were really not done.
+    async fn close(&mut self) -> Result<(), TransportError> {
+        Ok(())
+    }
 }
