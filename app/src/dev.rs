@@ -23,15 +23,29 @@ pub async fn run(
     let dir = &settings.data_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let secrets = secrets::load_or_create(dir)?;
-    let token_secret = settings.http.token_secret.clone().unwrap_or(secrets.token_secret);
-    let phone_keys = settings.http.phone_keys.clone().unwrap_or(secrets.phone_keys);
+    let token_secret = settings
+        .http
+        .token_secret
+        .clone()
+        .unwrap_or(secrets.token_secret);
+    let phone_keys = settings
+        .http
+        .phone_keys
+        .clone()
+        .unwrap_or(secrets.phone_keys);
     let (tokens, phones, passwords) = security(&settings.http, &token_secret, &phone_keys)?;
 
-    let store = EmbeddedStore::open(&dir.join("store.redb")).context("opening the embedded store")?;
-    let registry = EmbeddedSchemaRegistry::open(&dir.join("schemas.json")).context("opening the embedded schema registry")?;
-    let codec = EventCodec::start(Arc::new(registry)).await.context("registering schemas")?;
-    let topic_specs: Vec<(&str, i32)> = topics::ALL.iter().map(|t| (t.name, t.partitions)).collect();
-    let log = EmbeddedLog::open(&dir.join("log"), &topic_specs).context("opening the embedded log")?;
+    let store =
+        EmbeddedStore::open(&dir.join("store.redb")).context("opening the embedded store")?;
+    let registry = EmbeddedSchemaRegistry::open(&dir.join("schemas.json"))
+        .context("opening the embedded schema registry")?;
+    let codec = EventCodec::start(Arc::new(registry))
+        .await
+        .context("registering schemas")?;
+    let topic_specs: Vec<(&str, i32)> =
+        topics::ALL.iter().map(|t| (t.name, t.partitions)).collect();
+    let log =
+        EmbeddedLog::open(&dir.join("log"), &topic_specs).context("opening the embedded log")?;
 
     let metrics = Metrics::new("dev");
     let readiness = Readiness::default();
@@ -46,7 +60,9 @@ pub async fn run(
         metrics: metrics.clone(),
         readiness: readiness.clone(),
     };
-    if let (Some(email), Some(password)) = (&settings.http.admin_email, &settings.http.admin_password) {
+    if let (Some(email), Some(password)) =
+        (&settings.http.admin_email, &settings.http.admin_password)
+    {
         bootstrap::ensure_admin(&state, email, password).await?;
     }
 

@@ -20,7 +20,8 @@ pub struct DevSecrets {
 pub fn load_or_create(dir: &Path) -> anyhow::Result<DevSecrets> {
     let path = dir.join("secrets.json");
     if path.exists() {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         return serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()));
     }
     let mut raw = [0u8; 48];

@@ -6,7 +6,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "ticketing", version, about = "High-performance ticketing platform")]
+#[command(
+    name = "ticketing",
+    version,
+    about = "High-performance ticketing platform"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -57,16 +61,33 @@ pub struct DevSettings {
 
 #[derive(Args, Debug, Clone)]
 pub struct StackSettings {
-    #[arg(long, env = "TICKETING_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long,
+        env = "TICKETING_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
     pub kafka_brokers: String,
     /// Comma-separated CQL contact points.
-    #[arg(long, env = "TICKETING_CQL_NODES", default_value = "127.0.0.1:9042", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "TICKETING_CQL_NODES",
+        default_value = "127.0.0.1:9042",
+        value_delimiter = ','
+    )]
     pub cql_nodes: Vec<String>,
     #[arg(long, env = "TICKETING_CQL_KEYSPACE", default_value = "ticketing")]
     pub cql_keyspace: String,
-    #[arg(long, env = "TICKETING_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        env = "TICKETING_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
     pub redis_url: String,
-    #[arg(long, env = "TICKETING_SCHEMA_REGISTRY_URL", default_value = "http://127.0.0.1:8081")]
+    #[arg(
+        long,
+        env = "TICKETING_SCHEMA_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
     pub schema_registry_url: String,
 }
 
@@ -85,4 +106,8 @@ pub struct SinkSettings {
     /// Where /healthz, /readyz and /metrics listen.
     #[arg(long, env = "TICKETING_OPS_LISTEN", default_value = "127.0.0.1:9102")]
     pub ops_listen: SocketAddr,
+    /// The Kafka consumer group. Instances of one sink share it (and split the
+    /// partitions); a sink writing elsewhere (another keyspace) needs its own.
+    #[arg(long, env = "TICKETING_SINK_GROUP", default_value = "catalog-sink")]
+    pub group: String,
 }

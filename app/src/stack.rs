@@ -24,10 +24,17 @@ fn kafka(stack: &StackSettings, client_id: &str) -> KafkaConfig {
 }
 
 async fn codec_and_topics(stack: &StackSettings, client_id: &str) -> anyhow::Result<EventCodec> {
-    let specs: Vec<(&str, i32, bool)> = topics::ALL.iter().map(|t| (t.name, t.partitions, t.compacted)).collect();
-    ensure_topics(&kafka(stack, client_id), &specs).await.context("creating topics")?;
+    let specs: Vec<(&str, i32, bool)> = topics::ALL
+        .iter()
+        .map(|t| (t.name, t.partitions, t.compacted))
+        .collect();
+    ensure_topics(&kafka(stack, client_id), &specs)
+        .await
+        .context("creating topics")?;
     let registry = HttpSchemaRegistry::new(&stack.schema_registry_url);
-    EventCodec::start(Arc::new(registry)).await.context("registering schemas")
+    EventCodec::start(Arc::new(registry))
+        .await
+        .context("registering schemas")
 }
 
 pub async fn run_ingress(
@@ -35,14 +42,27 @@ pub async fn run_ingress(
     listener: tokio::net::TcpListener,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let token_secret = settings.http.token_secret.clone().context("TICKETING_TOKEN_SECRET is required outside dev")?;
-    let phone_keys = settings.http.phone_keys.clone().context("TICKETING_PHONE_KEYS is required outside dev")?;
+    let token_secret = settings
+        .http
+        .token_secret
+        .clone()
+        .context("TICKETING_TOKEN_SECRET is required outside dev")?;
+    let phone_keys = settings
+        .http
+        .phone_keys
+        .clone()
+        .context("TICKETING_PHONE_KEYS is required outside dev")?;
     let (tokens, phones, passwords) = security(&settings.http, &token_secret, &phone_keys)?;
     let stack = &settings.stack;
     let codec = codec_and_topics(stack, "ticketing-ingress").await?;
-    let cql = CqlStore::connect(&stack.cql_nodes, &stack.cql_keyspace).await.context("connecting to CQL")?;
-    let sessions = RedisSessionStore::connect(&stack.redis_url).await.context("connecting to Redis")?;
-    let producer = KafkaProducer::new(&kafka(stack, "ticketing-ingress")).context("Kafka producer")?;
+    let cql = CqlStore::connect(&stack.cql_nodes, &stack.cql_keyspace)
+        .await
+        .context("connecting to CQL")?;
+    let sessions = RedisSessionStore::connect(&stack.redis_url)
+        .await
+        .context("connecting to Redis")?;
+    let producer =
+        KafkaProducer::new(&kafka(stack, "ticketing-ingress")).context("Kafka producer")?;
 
     let metrics = Metrics::new("ingress");
     let readiness = Readiness::default();
@@ -58,7 +78,9 @@ pub async fn run_ingress(
         metrics,
         readiness: readiness.clone(),
     };
-    if let (Some(email), Some(password)) = (&settings.http.admin_email, &settings.http.admin_password) {
+    if let (Some(email), Some(password)) =
+        (&settings.http.admin_email, &settings.http.admin_password)
+    {
         bootstrap::ensure_admin(&state, email, password).await?;
     }
     readiness.set(true);
@@ -72,13 +94,28 @@ pub async fn run_sink(
 ) -> anyhow::Result<()> {
     let stack = &settings.stack;
     let codec = codec_and_topics(stack, "ticketing-sink").await?;
-    let cql = CqlStore::connect(&stack.cql_nodes, &stack.cql_keyspace).await.context("connecting to CQL")?;
-    let consumer = KafkaConsumer::new(&kafka(stack, "ticketing-sink"), "catalog-sink", &[topics::CATALOG, topics::SCHEDULES])
-        .context("Kafka consumer")?;
+    let cql = CqlStore::connect(&stack.cql_nodes, &stack.cql_keyspace)
+        .await
+        .context("connecting to CQL")?;
+    let consumer = KafkaConsumer::new(
+        &kafka(stack, "ticketing-sink"),
+        &settings.group,
+        &[topics::CATALOG, topics::SCHEDULES],
+    )
+    .context("Kafka consumer")?;
     let metrics = Metrics::new("sink");
     let readiness = Readiness::default();
-    let ops = serve(ops_listener, ops_router(metrics.clone(), readiness.clone()), shutdown.clone());
-    let sink = runner::run(consumer, Arc::new(CatalogSink::new(codec, Arc::new(cql))), metrics, shutdown);
+    let ops = serve(
+        ops_listener,
+        ops_router(metrics.clone(), readiness.clone()),
+        shutdown.clone(),
+    );
+    let sink = runner::run(
+        consumer,
+        Arc::new(CatalogSink::new(codec, Arc::new(cql))),
+        metrics,
+        shutdown,
+    );
     readiness.set(true);
     let (ops, sink) = tokio::join!(ops, sink);
     sink.context("catalog sink")?;

@@ -5,7 +5,9 @@ use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
 
-const FORBIDDEN: &[&str] = &["tokio", "rdkafka", "scylla", "redis", "axum", "reqwest", "redb", "hyper", "mio"];
+const FORBIDDEN: &[&str] = &[
+    "tokio", "rdkafka", "scylla", "redis", "axum", "reqwest", "redb", "hyper", "mio",
+];
 const PURE: &[&str] = &["ticketing-domain"];
 
 fn metadata() -> Value {
@@ -15,7 +17,11 @@ fn metadata() -> Value {
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"))
         .output()
         .expect("cargo metadata runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON")
 }
 
@@ -33,7 +39,11 @@ fn normal_closure(meta: &Value, root: &str) -> HashSet<String> {
         .iter()
         .map(|n| (n["id"].as_str().unwrap(), n))
         .collect();
-    let start = names.iter().find(|(_, n)| **n == root).map(|(id, _)| *id).expect("root package exists");
+    let start = names
+        .iter()
+        .find(|(_, n)| **n == root)
+        .map(|(id, _)| *id)
+        .expect("root package exists");
     let mut seen = HashSet::new();
     let mut stack = vec![start];
     while let Some(id) = stack.pop() {
@@ -59,7 +69,10 @@ fn the_pure_core_does_no_io() {
     let meta = metadata();
     for pure in PURE {
         let closure = normal_closure(&meta, pure);
-        assert!(closure.contains("uuid"), "the closure walk works: {closure:?}");
+        assert!(
+            closure.contains("uuid"),
+            "the closure walk works: {closure:?}"
+        );
         let bad: Vec<_> = FORBIDDEN.iter().filter(|f| closure.contains(**f)).collect();
         assert!(bad.is_empty(), "{pure} depends on {bad:?}");
     }

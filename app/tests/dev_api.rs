@@ -72,12 +72,18 @@ async fn a_restart_keeps_accounts_catalog_and_sessions() {
     assert_eq!(s, StatusCode::OK, "{me}");
     assert_eq!(me["phone"], "01012345678", "phone still decrypts");
     login(&app.api, &seller.email, &seller.password).await;
-    let (s, b) = app.api.get(&format!("/api/v1/concerts/{}", catalog.concert_id), None).await;
+    let (s, b) = app
+        .api
+        .get(&format!("/api/v1/concerts/{}", catalog.concert_id), None)
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["schedules"].as_array().unwrap().len(), 2);
     let (s, _) = app
         .api
-        .get(&format!("/api/v1/schedules/{}/seats", catalog.schedule_id), None)
+        .get(
+            &format!("/api/v1/schedules/{}/seats", catalog.schedule_id),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::OK);
     app.stop().await;
@@ -132,7 +138,10 @@ async fn phone_and_password_are_not_stored_in_plain_text() {
 
     let mut files = Vec::new();
     collect(dir.path(), &mut files);
-    assert!(files.len() >= 3, "store, log and secrets were written: {files:?}");
+    assert!(
+        files.len() >= 3,
+        "store, log and secrets were written: {files:?}"
+    );
     let mut saw_email = false;
     for f in files {
         let bytes = std::fs::read(&f).unwrap();

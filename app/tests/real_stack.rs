@@ -28,7 +28,10 @@ fn env(name: &str, default: &str) -> String {
 fn stack(keyspace: &str) -> StackSettings {
     StackSettings {
         kafka_brokers: env("TICKETING_KAFKA_BROKERS", "127.0.0.1:9092"),
-        cql_nodes: env("TICKETING_CQL_NODES", "127.0.0.1:9042").split(',').map(String::from).collect(),
+        cql_nodes: env("TICKETING_CQL_NODES", "127.0.0.1:9042")
+            .split(',')
+            .map(String::from)
+            .collect(),
         cql_keyspace: keyspace.to_string(),
         redis_url: env("TICKETING_REDIS_URL", "redis://127.0.0.1:6379"),
         schema_registry_url: env("TICKETING_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081"),
@@ -63,14 +66,24 @@ async fn start() -> Stack {
     let sink = SinkSettings {
         stack: stack(&keyspace),
         ops_listen: ops.local_addr().unwrap(),
+        group: format!("catalog-sink-{keyspace}"),
     };
     let tasks = vec![
-        tokio::spawn(ticketing::stack::run_ingress(ingress, listener, stop.clone())),
+        tokio::spawn(ticketing::stack::run_ingress(
+            ingress,
+            listener,
+            stop.clone(),
+        )),
         tokio::spawn(ticketing::stack::run_sink(sink, ops, stop)),
     ];
     let api = Api::new(addr);
     api.wait_ready().await;
-    Stack { api, keyspace, trigger, tasks }
+    Stack {
+        api,
+        keyspace,
+        trigger,
+        tasks,
+    }
 }
 
 impl Stack {
@@ -99,8 +112,13 @@ fn kafka() -> KafkaConfig {
 }
 
 async fn codec() -> EventCodec {
-    let registry = HttpSchemaRegistry::new(&env("TICKETING_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081"));
-    EventCodec::start(Arc::new(registry)).await.expect("codec starts")
+    let registry = HttpSchemaRegistry::new(&env(
+        "TICKETING_SCHEMA_REGISTRY_URL",
+        "http://127.0.0.1:8081",
+    ));
+    EventCodec::start(Arc::new(registry))
+        .await
+        .expect("codec starts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -112,7 +130,8 @@ async fn the_whole_api_works_on_the_real_stack() {
 
     // The StageCreated event is in Kafka, in the Confluent wire format, and a
     // codec with a cold cache decodes it through the registry.
-    let mut consumer = KafkaConsumer::new(&kafka(), &format!("e2e-{}", unique()), &[topics::CATALOG]).unwrap();
+    let mut consumer =
+        KafkaConsumer::new(&kafka(), &format!("e2e-{}", unique()), &[topics::CATALOG]).unwrap();
     let fresh = codec().await;
     let found = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
@@ -120,7 +139,11 @@ async fn the_whole_api_works_on_the_real_stack() {
             assert_eq!(r.payload[0], 0, "Confluent magic byte");
             if let Event::StageCreated(e) = fresh.decode(&r.payload).await.unwrap() {
                 if e.stage_id.to_string() == catalog.stage_id {
-                    assert_eq!(r.key.as_deref(), Some(catalog.stage_id.as_str()), "keyed by its id");
+                    assert_eq!(
+                        r.key.as_deref(),
+                        Some(catalog.stage_id.as_str()),
+                        "keyed by its id"
+                    );
                     return e;
                 }
             }
@@ -135,7 +158,10 @@ async fn the_whole_api_works_on_the_real_stack() {
     let session = cql().await;
     let ks = &stack.keyspace;
     let rows = session
-        .query_unpaged(format!("SELECT name, seat_rows, seat_cols FROM {ks}.stages WHERE stage_id = ?"), (Uuid::parse_str(&catalog.stage_id).unwrap(),))
+        .query_unpaged(
+            format!("SELECT name, seat_rows, seat_cols FROM {ks}.stages WHERE stage_id = ?"),
+            (Uuid::parse_str(&catalog.stage_id).unwrap(),),
+        )
         .await
         .unwrap()
         .into_rows_result()
@@ -143,13 +169,19 @@ async fn the_whole_api_works_on_the_real_stack() {
     let (name, r, c): (String, i32, i32) = rows.single_row().unwrap();
     assert_eq!((name.as_str(), r, c), ("Olympic Hall", 3, 4));
     let rows = session
-        .query_unpaged(format!("SELECT phone, password FROM {ks}.users WHERE user_id = ?"), (Uuid::parse_str(&catalog.seller.user_id).unwrap(),))
+        .query_unpaged(
+            format!("SELECT phone, password FROM {ks}.users WHERE user_id = ?"),
+            (Uuid::parse_str(&catalog.seller.user_id).unwrap(),),
+        )
         .await
         .unwrap()
         .into_rows_result()
         .unwrap();
     let (phone, password): (String, String) = rows.single_row().unwrap();
-    assert!(phone.starts_with("v1:") && !phone.contains("01012345678"), "{phone}");
+    assert!(
+        phone.starts_with("v1:") && !phone.contains("01012345678"),
+        "{phone}"
+    );
     assert!(password.starts_with("$argon2id$") && !password.contains(&catalog.seller.password));
 
     stack.stop().await;
@@ -165,7 +197,8 @@ async fn the_catalog_sink_writes_rows_from_events() {
     let event = Event::StageCreated(StageCreated {
         meta: EventMeta {
             event_id: EventId::from_uuid(Uuid::now_v7()),
-            occurred_at: chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap(),
+            occurred_at: chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis())
+                .unwrap(),
             actor: None,
         },
         stage_id,
@@ -188,14 +221,23 @@ async fn the_catalog_sink_writes_rows_from_events() {
             .unwrap();
     }
     let session = cql().await;
-    let query = format!("SELECT name, seat_rows, seat_cols FROM {}.stages WHERE stage_id = ?", stack.keyspace);
+    let query = format!(
+        "SELECT name, seat_rows, seat_cols FROM {}.stages WHERE stage_id = ?",
+        stack.keyspace
+    );
     let row = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            let res = session.query_unpaged(query.clone(), (stage_id.as_uuid(),)).await.unwrap().into_rows_result().unwrap();
-            if let Ok(row) = res.maybe_first_row::<(String, i32, i32)>() {
-                if let Some(row) = row {
-                    return row;
-                }
+            let res = session
+                .query_unpaged(query.clone(), (stage_id.as_uuid(),))
+                .await
+                .unwrap()
+                .into_rows_result()
+                .unwrap();
+            if let Some(row) = res
+                .maybe_first_row::<(String, i32, i32)>()
+                .expect("row types match")
+            {
+                return row;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -39,7 +39,7 @@ pub async fn run<C: Consumer>(
     let name = handler.name();
     loop {
         let record = tokio::select! {
-            _ = shutdown.clone().wait() => return Ok(()),
+            _ = shutdown.clone().wait() => break,
             r = consumer.recv() => r?,
         };
         let mut attempt = 0;
@@ -59,7 +59,8 @@ pub async fn run<C: Consumer>(
                         offset = record.offset, reason = %why, retry_in_ms = wait.as_millis() as u64, "write failed; retrying");
                     attempt += 1;
                     tokio::select! {
-                        _ = shutdown.clone().wait() => return Ok(()),
+                        // The record stays uncommitted and comes again after a restart.
+                        _ = shutdown.clone().wait() => return consumer.close().await,
                         _ = tokio::time::sleep(wait) => {}
                     }
                 }
@@ -71,6 +72,8 @@ pub async fn run<C: Consumer>(
             .with_label_values(&[record.topic.as_str(), name])
             .inc();
     }
+    // Lets the last commits land before the process goes.
+    consumer.close().await
 }
 
 #[cfg(test)]
