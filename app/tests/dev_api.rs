@@ -55,6 +55,21 @@ async fn the_whole_api_works_in_dev_mode() {
     accounts_scenario(&app.api).await;
     catalog_scenario(&app.api).await;
     ops_scenario(&app.api).await;
+    // dev runs the sinks in-process: their lag is on the same /metrics.
+    let text = app
+        .api
+        .http
+        .get(format!("{}/metrics", app.api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"ticketing_consumer_lag{consumer="catalog-sink",partition="0",topic="ticketing.catalog.v1",component="dev"}"#),
+        "{text}"
+    );
     app.stop().await;
 }
 

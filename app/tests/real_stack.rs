@@ -40,6 +40,7 @@ fn stack(keyspace: &str) -> StackSettings {
 
 struct Stack {
     api: Api,
+    sink_ops: Api,
     keyspace: String,
     trigger: ShutdownTrigger,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -63,6 +64,7 @@ async fn start() -> Stack {
         stack: stack(&keyspace),
     };
     let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink_ops = Api::new(ops.local_addr().unwrap());
     let sink = SinkSettings {
         stack: stack(&keyspace),
         ops_listen: ops.local_addr().unwrap(),
@@ -247,5 +249,33 @@ async fn the_catalog_sink_writes_rows_from_events() {
     assert_eq!(row, ("Sink Hall".to_string(), 7, 9));
     let (s, _) = stack.api.get("/readyz", None).await;
     assert_eq!(s, StatusCode::OK);
+    // The sink serves its own ops endpoints, with its lag per partition.
+    let text = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let r = stack
+                .sink_ops
+                .http
+                .get(format!("{}/metrics", stack.sink_ops.base))
+                .send()
+                .await
+                .unwrap();
+            let text = r.text().await.unwrap();
+            if text.contains("ticketing_consumer_lag{") {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await
+    .expect("the sink reports its lag");
+    for p in 0..6 {
+        assert!(
+            text.contains(&format!(
+                r#"partition="{p}",topic="ticketing.catalog.v1",component="sink"}}"#
+            )),
+            "lag of catalog partition {p}: {text}"
+        );
+    }
+    assert!(text.contains(r#"ticketing_events_consumed_total{consumer="catalog-sink",topic="ticketing.catalog.v1",component="sink"}"#), "{text}");
     stack.stop().await;
 }

@@ -22,7 +22,7 @@ pub async fn record(State(metrics): State<Metrics>, req: Request, next: Next) ->
         .inc();
     metrics
         .http_latency
-        .with_label_values(&[&route, &method])
+        .with_label_values(&[&route, &method, &status])
         .observe(started.elapsed().as_secs_f64());
     response
 }

@@ -37,12 +37,12 @@ impl Metrics {
         let http_latency = HistogramVec::new(
             HistogramOpts::new(
                 "http_request_duration_seconds",
-                "HTTP request latency by route and method",
+                "HTTP request latency by route, method and status",
             )
             .buckets(vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ]),
-            &["route", "method"],
+            &["route", "method", "status"],
         )
         .expect("valid metric");
         let events_produced = IntCounterVec::new(

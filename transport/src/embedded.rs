@@ -807,6 +807,10 @@ impl Consumer for EmbeddedConsumer {
         self.release();
         Ok(())
     }
+
+    async fn lag(&self) -> Result<Vec<(String, i32, i64)>, TransportError> {
+        Ok(EmbeddedConsumer::lag(self))
+    }
 }
 
 impl Drop for EmbeddedConsumer {

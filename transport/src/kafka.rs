@@ -397,6 +397,10 @@ impl Consumer for KafkaConsumer {
         Ok(())
     }
 
+    async fn lag(&self) -> Result<Vec<(String, i32, i64)>, TransportError> {
+        KafkaConsumer::lag(self).await
+    }
+
     async fn close(&mut self) -> Result<(), TransportError> {
         let Some(consumer) = self.consumer.take() else {
             return Ok(());

@@ -71,4 +71,7 @@ pub trait Consumer: Send + 'static {
     async fn close(&mut self) -> Result<(), TransportError> {
         Ok(())
     }
+    /// Records not yet committed, per `(topic, partition)` this consumer owns:
+    /// the log's end offset minus the group's committed offset.
+    async fn lag(&self) -> Result<Vec<(String, i32, i64)>, TransportError>;
 }
