@@ -2,11 +2,10 @@
 //! process, over the embedded log, store and schema registry.
 
 use crate::settings::DevSettings;
-use crate::{secrets, security, serve};
+use crate::{ingress_state, secrets, serve, Backends};
 use anyhow::Context;
 use std::sync::Arc;
-use ticketing_ingress::publish::EventPublisher;
-use ticketing_ingress::{bootstrap, router, AppState};
+use ticketing_ingress::router;
 use ticketing_runtime::shutdown::Shutdown;
 use ticketing_runtime::{Metrics, Readiness};
 use ticketing_schemas::{topics, EmbeddedSchemaRegistry, EventCodec};
@@ -33,7 +32,6 @@ pub async fn run(
         .phone_keys
         .clone()
         .unwrap_or(secrets.phone_keys);
-    let (tokens, phones, passwords) = security(&settings.http, &token_secret, &phone_keys)?;
 
     let store =
         EmbeddedStore::open(&dir.join("store.redb")).context("opening the embedded store")?;
@@ -49,22 +47,21 @@ pub async fn run(
 
     let metrics = Metrics::new("dev");
     let readiness = Readiness::default();
-    let state = AppState {
-        accounts: Arc::new(store.clone()),
-        catalog: Arc::new(store.clone()),
-        sessions: Arc::new(store.clone()),
-        publisher: EventPublisher::new(codec.clone(), Arc::new(log.producer()), metrics.clone()),
-        passwords,
-        phones,
-        tokens,
-        metrics: metrics.clone(),
-        readiness: readiness.clone(),
-    };
-    if let (Some(email), Some(password)) =
-        (&settings.http.admin_email, &settings.http.admin_password)
-    {
-        bootstrap::ensure_admin(&state, email, password).await?;
-    }
+    let state = ingress_state(
+        &settings.http,
+        &token_secret,
+        &phone_keys,
+        Backends {
+            accounts: Arc::new(store.clone()),
+            catalog: Arc::new(store.clone()),
+            sessions: Arc::new(store.clone()),
+            producer: Arc::new(log.producer()),
+            codec: codec.clone(),
+        },
+        metrics.clone(),
+        readiness.clone(),
+    )
+    .await?;
 
     let consumer = log
         .consumer("catalog-sink", &[topics::CATALOG, topics::SCHEDULES])

@@ -13,17 +13,37 @@ pub mod stack;
 use anyhow::Context;
 use chrono::Duration;
 use settings::HttpSettings;
+use std::sync::Arc;
+use ticketing_ingress::publish::EventPublisher;
 use ticketing_ingress::security::password::PasswordHasher;
 use ticketing_ingress::security::phone::PhoneCipher;
 use ticketing_ingress::security::tokens::TokenService;
+use ticketing_ingress::{bootstrap, AppState};
 use ticketing_runtime::shutdown::Shutdown;
+use ticketing_runtime::{Metrics, Readiness};
+use ticketing_schemas::EventCodec;
+use ticketing_storage::{AccountStore, CatalogStore, SessionStore};
+use ticketing_transport::Producer;
 
-/// The token and phone-encryption services from settings.
-pub(crate) fn security(
+/// The engines behind the ingress's ports, as chosen by one way of running.
+pub(crate) struct Backends {
+    pub accounts: Arc<dyn AccountStore>,
+    pub catalog: Arc<dyn CatalogStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub producer: Arc<dyn Producer>,
+    pub codec: EventCodec,
+}
+
+/// The ingress's state from settings and backends, with the bootstrap MANAGER
+/// created if configured: the same for `dev` and the real stack.
+pub(crate) async fn ingress_state(
     http: &HttpSettings,
     token_secret: &str,
     phone_keys: &str,
-) -> anyhow::Result<(TokenService, PhoneCipher, PasswordHasher)> {
+    backends: Backends,
+    metrics: Metrics,
+    readiness: Readiness,
+) -> anyhow::Result<AppState> {
     let tokens = TokenService::new(
         token_secret.as_bytes(),
         Duration::seconds(http.access_ttl_secs),
@@ -31,7 +51,21 @@ pub(crate) fn security(
     )
     .context("TICKETING_TOKEN_SECRET")?;
     let phones = PhoneCipher::from_spec(phone_keys).context("TICKETING_PHONE_KEYS")?;
-    Ok((tokens, phones, PasswordHasher::new()))
+    let state = AppState {
+        accounts: backends.accounts,
+        catalog: backends.catalog,
+        sessions: backends.sessions,
+        publisher: EventPublisher::new(backends.codec, backends.producer, metrics.clone()),
+        passwords: PasswordHasher::new(),
+        phones,
+        tokens,
+        metrics,
+        readiness,
+    };
+    if let (Some(email), Some(password)) = (&http.admin_email, &http.admin_password) {
+        bootstrap::ensure_admin(&state, email, password).await?;
+    }
+    Ok(state)
 }
 
 /// Serves `router` until shutdown, finishing requests in flight.

@@ -2,11 +2,10 @@
 //! schema registry.
 
 use crate::settings::{IngressSettings, SinkSettings, StackSettings};
-use crate::{security, serve};
+use crate::{ingress_state, serve, Backends};
 use anyhow::Context;
 use std::sync::Arc;
-use ticketing_ingress::publish::EventPublisher;
-use ticketing_ingress::{bootstrap, router, AppState};
+use ticketing_ingress::router;
 use ticketing_runtime::shutdown::Shutdown;
 use ticketing_runtime::{ops_router, Metrics, Readiness};
 use ticketing_schemas::{topics, EventCodec, HttpSchemaRegistry};
@@ -52,7 +51,6 @@ pub async fn run_ingress(
         .phone_keys
         .clone()
         .context("TICKETING_PHONE_KEYS is required outside dev")?;
-    let (tokens, phones, passwords) = security(&settings.http, &token_secret, &phone_keys)?;
     let stack = &settings.stack;
     let codec = codec_and_topics(stack, "ticketing-ingress").await?;
     let cql = CqlStore::connect(&stack.cql_nodes, &stack.cql_keyspace)
@@ -67,22 +65,22 @@ pub async fn run_ingress(
     let metrics = Metrics::new("ingress");
     let readiness = Readiness::default();
     let cql = Arc::new(cql);
-    let state = AppState {
+    let backends = Backends {
         accounts: cql.clone(),
         catalog: cql,
         sessions: Arc::new(sessions),
-        publisher: EventPublisher::new(codec, Arc::new(producer), metrics.clone()),
-        passwords,
-        phones,
-        tokens,
-        metrics,
-        readiness: readiness.clone(),
+        producer: Arc::new(producer),
+        codec,
     };
-    if let (Some(email), Some(password)) =
-        (&settings.http.admin_email, &settings.http.admin_password)
-    {
-        bootstrap::ensure_admin(&state, email, password).await?;
-    }
+    let state = ingress_state(
+        &settings.http,
+        &token_secret,
+        &phone_keys,
+        backends,
+        metrics,
+        readiness.clone(),
+    )
+    .await?;
     readiness.set(true);
     serve(listener, router(state), shutdown).await
 }

@@ -80,8 +80,10 @@ async fn start() -> Stack {
     ];
     let api = Api::new(addr);
     api.wait_ready().await;
+    sink_ops.wait_ready().await;
     Stack {
         api,
+        sink_ops,
         keyspace,
         trigger,
         tasks,
