@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod error;
 pub mod extract;
+pub mod gateway;
 pub mod http_metrics;
 pub mod openapi;
 pub mod publish;

@@ -36,13 +36,7 @@ pub enum Change {
 pub struct Answer {
     pub schedule_id: ScheduleId,
     pub command_id: CommandId,
-    pub reply: ScheduleReply,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ScheduleReply {
-    Decided(Reply),
-    UnknownSchedule,
+    pub reply: Reply,
 }
 
 /// What one input produced.
@@ -102,7 +96,7 @@ impl PartitionWorker {
                         answer: Some(Answer {
                             schedule_id: *schedule_id,
                             command_id: envelope.command_id,
-                            reply: ScheduleReply::UnknownSchedule,
+                            reply: Reply::UnknownSchedule,
                         }),
                     };
                 };
@@ -118,7 +112,7 @@ impl PartitionWorker {
                     answer: Some(Answer {
                         schedule_id: *schedule_id,
                         command_id: envelope.command_id,
-                        reply: ScheduleReply::Decided(reply),
+                        reply,
                     }),
                 }
             }
@@ -208,7 +202,7 @@ mod tests {
     fn unknown_schedules_are_answered_not_created() {
         let mut w = PartitionWorker::new(Settings::default());
         let out = w.handle(&command(5, 1, 1, Command::Tick));
-        assert_eq!(out.answer.unwrap().reply, ScheduleReply::UnknownSchedule);
+        assert_eq!(out.answer.unwrap().reply, Reply::UnknownSchedule);
         assert!(out.changes.is_empty());
     }
 

@@ -194,6 +194,8 @@ pub enum Reply {
     },
     Released,
     Rejected(Rejection),
+    /// No such schedule on this partition (never created, or not yet).
+    UnknownSchedule,
     /// Ticks answer nobody.
     None,
 }

@@ -1,5 +1,6 @@
 pub mod accounts;
 pub mod catalog;
+pub mod schedule_replies;
 
 use chrono::Utc;
 use ticketing_domain::events::EventMeta;
