@@ -219,6 +219,7 @@ async fn the_catalog_sink_writes_rows_from_events() {
             .send(OutRecord {
                 topic: topics::CATALOG.to_string(),
                 key: stage_id.to_string(),
+                partition: None,
                 payload: codec.encode(&event).await.unwrap(),
             })
             .await

@@ -40,6 +40,7 @@ impl EventPublisher {
             .send(OutRecord {
                 topic: topic.to_string(),
                 key: event.key(),
+                partition: None,
                 payload,
             })
             .await?;

@@ -160,6 +160,7 @@ mod tests {
                 .send(OutRecord {
                     topic: "t".into(),
                     key: "k".into(),
+                    partition: None,
                     payload: payload.to_vec(),
                 })
                 .await
@@ -217,6 +218,7 @@ mod tests {
             .send(OutRecord {
                 topic: "t".into(),
                 key: "k".into(),
+                partition: None,
                 payload: b"a".to_vec(),
             })
             .await

@@ -40,6 +40,7 @@ fn out(topic: &str, key: &str, payload: String) -> OutRecord {
     OutRecord {
         topic: topic.to_string(),
         key: key.to_string(),
+        partition: None,
         payload: payload.into_bytes(),
     }
 }

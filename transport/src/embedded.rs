@@ -407,7 +407,16 @@ impl Inner {
 
     async fn append(&self, record: OutRecord) -> Result<Delivered, TransportError> {
         let partitions = self.partitions(&record.topic)?;
-        let partition = partition_for_key(record.key.as_bytes(), partitions.len() as i32);
+        let partition = match record.partition {
+            None => partition_for_key(record.key.as_bytes(), partitions.len() as i32),
+            Some(p) if (0..partitions.len() as i32).contains(&p) => p,
+            Some(p) => {
+                return Err(TransportError::Other(format!(
+                    "{} has no partition {p}",
+                    record.topic
+                )))
+            }
+        };
         let timestamp = now_millis();
         let offset = match &self.store {
             Store::Memory => {

@@ -181,9 +181,12 @@ impl KafkaProducer {
 #[async_trait]
 impl Producer for KafkaProducer {
     async fn send(&self, record: OutRecord) -> Result<Delivered, TransportError> {
-        let out = FutureRecord::to(&record.topic)
+        let mut out = FutureRecord::to(&record.topic)
             .key(record.key.as_bytes())
             .payload(&record.payload);
+        if let Some(p) = record.partition {
+            out = out.partition(p);
+        }
         match self.producer.send(out, QUEUE_TIMEOUT).await {
             Ok(delivery) => Ok(Delivered {
                 partition: delivery.partition,

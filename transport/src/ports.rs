@@ -23,6 +23,10 @@ pub struct OutRecord {
     pub topic: String,
     /// Decides the partition: equal keys always land on one partition, in order.
     pub key: String,
+    /// Overrides the key's partition. Used where the partition itself is the
+    /// address: a tick for one partition of the schedules topic, or a changelog
+    /// record that must sit on the partition number of its input.
+    pub partition: Option<i32>,
     /// Confluent wire format: magic byte, schema id, Avro body.
     pub payload: Vec<u8>,
 }
@@ -73,5 +77,74 @@ pub trait Consumer: Send + 'static {
     }
     /// Records not yet committed, per `(topic, partition)` this consumer owns:
     /// the log's end offset minus the group's committed offset.
+    async fn lag(&self) -> Result<Vec<(String, i32, i64)>, TransportError>;
+}
+
+/// One partition of one topic.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+/// What a [`TransactionalStream`] hands its processor, in the order it happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// Records of input partitions this member owns, each partition in offset
+    /// order. Empty when nothing came within the wait.
+    Records(Vec<Record>),
+    /// Input partitions this member now owns. No record of theirs is handed out
+    /// before this event, so the processor restores their state first.
+    Assigned(Vec<TopicPartition>),
+    /// Input partitions this member no longer owns: drop their state. Nothing
+    /// uncommitted of theirs survives.
+    Revoked(Vec<TopicPartition>),
+}
+
+/// Consume, decide, produce, exactly once: a batch's outputs and the input
+/// offsets it consumed become visible together, or neither does (a Kafka
+/// transaction with the offsets sent to it; one store transaction in the
+/// embedded log). Readers of the outputs read committed records only.
+///
+/// One member of a group owns each input partition at a time; a member that
+/// lost its partitions without noticing (a zombie) is fenced: its commits fail
+/// with [`TransportError::Closed`] and it must stop.
+#[async_trait]
+pub trait TransactionalStream: Send + 'static {
+    /// The next assignment change, or up to `max` records, waiting at most
+    /// `wait` for records. Cancel-safe like [`Consumer::recv`].
+    async fn next(
+        &mut self,
+        max: usize,
+        wait: std::time::Duration,
+    ) -> Result<StreamEvent, TransportError>;
+
+    /// Atomically appends `outputs` and marks every input record up to and
+    /// including `consumed` (the last record handled per partition) as done.
+    ///
+    /// On `Err(Unavailable | Other)` nothing of the batch is visible and the
+    /// stream rewinds to the last commit: its next events are `Revoked` then
+    /// `Assigned` for every partition it owns, so the processor rebuilds its
+    /// state from the changelog and the inputs are handed out again.
+    /// `Err(Closed)` means this member was fenced and must stop.
+    async fn commit(
+        &mut self,
+        outputs: Vec<OutRecord>,
+        consumed: &[Record],
+    ) -> Result<(), TransportError>;
+
+    /// Every committed record of one partition of `topic` (a changelog), from
+    /// its start to its end as of this call, in offset order.
+    async fn read_partition(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Vec<Record>, TransportError>;
+
+    /// Leaves the group; an open transaction is aborted.
+    async fn close(&mut self) -> Result<(), TransportError>;
+
+    /// Records not yet committed, per input `(topic, partition)` this member
+    /// owns, like [`Consumer::lag`].
     async fn lag(&self) -> Result<Vec<(String, i32, i64)>, TransportError>;
 }

@@ -118,6 +118,7 @@ async fn ensure_topics_is_idempotent_and_makes_compacted_topics() {
         .send(OutRecord {
             topic: compacted.clone(),
             key: "k".into(),
+            partition: None,
             payload: b"v".to_vec(),
         })
         .await
@@ -135,6 +136,7 @@ async fn lag_is_what_the_group_has_not_committed() {
             .send(OutRecord {
                 topic: h.b.clone(),
                 key: key.into(),
+                partition: None,
                 payload: format!("{i}").into_bytes(),
             })
             .await
@@ -171,6 +173,7 @@ async fn a_dropped_consumer_leaves_its_commits_behind() {
             .send(OutRecord {
                 topic: h.a.clone(),
                 key: "dropped".into(),
+                partition: None,
                 payload: format!("{i}").into_bytes(),
             })
             .await

@@ -82,6 +82,7 @@ fn out(topic: &str, key: &str, payload: &str) -> OutRecord {
     OutRecord {
         topic: topic.into(),
         key: key.into(),
+        partition: None,
         payload: payload.as_bytes().to_vec(),
     }
 }
