@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod audit;
+pub mod booking;
 pub mod catalog;
 pub mod error;
 pub mod events;

@@ -3,8 +3,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use ticketing_domain::account::{Email, Role, User};
-use ticketing_domain::catalog::{Concert, Schedule, Stage};
-use ticketing_domain::ids::{ConcertId, ScheduleId, StageId, UserId};
+use ticketing_domain::booking::BookingStatus;
+use ticketing_domain::catalog::{Concert, Schedule, SeatStatus, Stage};
+use ticketing_domain::ids::{BookingId, ConcertId, ScheduleId, StageId, UserId};
+use ticketing_domain::schedule::{QueueStatus, SeatRef};
 use uuid::Uuid;
 
 #[derive(Debug, Error)]
@@ -103,4 +105,50 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<RotateOutcome, StoreError>;
     async fn revoke(&self, session_id: Uuid) -> Result<(), StoreError>;
     async fn is_active(&self, session_id: Uuid, now: DateTime<Utc>) -> Result<bool, StoreError>;
+}
+
+/// A booking as its buyer sees it: one seat of one schedule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookingView {
+    pub booking_id: BookingId,
+    pub schedule_id: ScheduleId,
+    pub concert_id: ConcertId,
+    pub user_id: UserId,
+    pub seat: SeatRef,
+    /// Whole currency units, the schedule's price when the seat was held.
+    pub price: i64,
+    pub status: BookingStatus,
+    pub payment_id: Option<Uuid>,
+    /// When a PENDING booking's hold runs out.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A schedule's seats as the read model last saw them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeatMapView {
+    pub rows: u16,
+    pub cols: u16,
+    /// Row-major, `rows * cols` entries.
+    pub seats: Vec<SeatStatus>,
+}
+
+/// What the schedule processors decided, as read models fed from their
+/// changelog: Redis in the real stack, memory in `ticketing dev`. Reads never
+/// go through a processor, so they may lag it by a moment; they are never
+/// different from it once caught up.
+#[async_trait]
+pub trait ScheduleReadModel: Send + Sync + 'static {
+    /// `None` for a schedule the model has not seen (yet).
+    async fn seat_map(&self, schedule: ScheduleId) -> Result<Option<SeatMapView>, StoreError>;
+    /// `None` for a schedule the model has not seen; `NotInQueue` for a buyer
+    /// who never joined it.
+    async fn queue_status(
+        &self,
+        schedule: ScheduleId,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<QueueStatus>, StoreError>;
+    /// The buyer's bookings, newest first.
+    async fn bookings_of(&self, user: UserId) -> Result<Vec<BookingView>, StoreError>;
+    async fn booking(&self, booking: BookingId) -> Result<Option<BookingView>, StoreError>;
 }
