@@ -4,7 +4,8 @@
 //! appear in an event: topics are read by other teams.
 
 use crate::account::Role;
-use crate::ids::{ConcertId, EventId, ScheduleId, StageId, UserId};
+use crate::ids::{CommandId, ConcertId, EventId, ScheduleId, StageId, UserId};
+use crate::schedule::{Envelope, Fact, Reply};
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +70,46 @@ pub struct ScheduleCreated {
     pub sale_opens_at: Option<DateTime<Utc>>,
 }
 
+/// A buyer's command to one schedule, decided by the schedule processor that
+/// owns the schedule's partition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleCommandIssued {
+    pub meta: EventMeta,
+    pub schedule_id: ScheduleId,
+    pub envelope: Envelope,
+    /// The ingress instance waiting for the answer; `None` when nobody waits.
+    pub reply_to: Option<String>,
+}
+
+/// The clock's pulse for one partition of the schedules topic: it fires the
+/// due timers of every schedule there, so holds expire on idle schedules too,
+/// and a replay sees the same pulses. Written to an explicit partition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleTicked {
+    pub meta: EventMeta,
+    pub partition: i32,
+    /// Its command is `Command::Tick`.
+    pub envelope: Envelope,
+}
+
+/// One fact decided for a schedule: the processor's output and changelog.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleFactRecorded {
+    pub meta: EventMeta,
+    pub schedule_id: ScheduleId,
+    pub fact: Fact,
+}
+
+/// The answer to one command, for the ingress instance that waits for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleCommandAnswered {
+    pub meta: EventMeta,
+    pub schedule_id: ScheduleId,
+    pub command_id: CommandId,
+    pub reply_to: String,
+    pub reply: Reply,
+}
+
 /// Every event the platform produces.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
@@ -76,6 +117,13 @@ pub enum Event {
     StageCreated(StageCreated),
     ConcertCreated(ConcertCreated),
     ScheduleCreated(ScheduleCreated),
+    /// The schedule processor's copy of `ScheduleCreated` at the head of the
+    /// schedule's changelog, so that the changelog alone rebuilds its state.
+    ScheduleInitialised(ScheduleCreated),
+    ScheduleCommandIssued(ScheduleCommandIssued),
+    ScheduleTicked(ScheduleTicked),
+    ScheduleFactRecorded(ScheduleFactRecorded),
+    ScheduleCommandAnswered(ScheduleCommandAnswered),
 }
 
 impl Event {
@@ -84,7 +132,11 @@ impl Event {
             Event::UserRegistered(e) => &e.meta,
             Event::StageCreated(e) => &e.meta,
             Event::ConcertCreated(e) => &e.meta,
-            Event::ScheduleCreated(e) => &e.meta,
+            Event::ScheduleCreated(e) | Event::ScheduleInitialised(e) => &e.meta,
+            Event::ScheduleCommandIssued(e) => &e.meta,
+            Event::ScheduleTicked(e) => &e.meta,
+            Event::ScheduleFactRecorded(e) => &e.meta,
+            Event::ScheduleCommandAnswered(e) => &e.meta,
         }
     }
 
@@ -95,7 +147,14 @@ impl Event {
             Event::UserRegistered(e) => e.user_id.to_string(),
             Event::StageCreated(e) => e.stage_id.to_string(),
             Event::ConcertCreated(e) => e.concert_id.to_string(),
-            Event::ScheduleCreated(e) => e.schedule_id.to_string(),
+            Event::ScheduleCreated(e) | Event::ScheduleInitialised(e) => e.schedule_id.to_string(),
+            Event::ScheduleCommandIssued(e) => e.schedule_id.to_string(),
+            // Ticks go to an explicit partition; the key only names them.
+            Event::ScheduleTicked(e) => format!("tick-{}", e.partition),
+            Event::ScheduleFactRecorded(e) => e.schedule_id.to_string(),
+            // Replies are keyed by the waiting instance, so one instance's
+            // answers stay on one partition of the replies topic.
+            Event::ScheduleCommandAnswered(e) => e.reply_to.clone(),
         }
     }
 
@@ -106,6 +165,11 @@ impl Event {
             Event::StageCreated(_) => "StageCreated",
             Event::ConcertCreated(_) => "ConcertCreated",
             Event::ScheduleCreated(_) => "ScheduleCreated",
+            Event::ScheduleInitialised(_) => "ScheduleInitialised",
+            Event::ScheduleCommandIssued(_) => "ScheduleCommandIssued",
+            Event::ScheduleTicked(_) => "ScheduleTicked",
+            Event::ScheduleFactRecorded(_) => "ScheduleFactRecorded",
+            Event::ScheduleCommandAnswered(_) => "ScheduleCommandAnswered",
         }
     }
 }

@@ -48,6 +48,11 @@ pub const SCHEMA_FILES: &[SchemaFile] = &[
     schema_file!("StageCreated"),
     schema_file!("ConcertCreated"),
     schema_file!("ScheduleCreated"),
+    schema_file!("ScheduleInitialised"),
+    schema_file!("ScheduleCommandIssued"),
+    schema_file!("ScheduleTicked"),
+    schema_file!("ScheduleFactRecorded"),
+    schema_file!("ScheduleCommandAnswered"),
 ];
 
 #[cfg(test)]

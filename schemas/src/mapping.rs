@@ -7,7 +7,13 @@ use apache_avro::types::Value;
 use chrono::{DateTime, NaiveDate, NaiveTime, Timelike, Utc};
 use ticketing_domain::account::Role;
 use ticketing_domain::events::{
-    ConcertCreated, Event, EventMeta, ScheduleCreated, StageCreated, UserRegistered,
+    ConcertCreated, Event, EventMeta, ScheduleCommandAnswered, ScheduleCommandIssued,
+    ScheduleCreated, ScheduleFactRecorded, ScheduleTicked, StageCreated, UserRegistered,
+};
+use ticketing_domain::ids::{BookingId, CommandId, UserId};
+use ticketing_domain::schedule::{
+    CancelReason, Command, Envelope, Fact, FactKind, HeldSeat, QueueStatus, Rejection, Reply,
+    SeatRef,
 };
 use uuid::Uuid;
 
@@ -66,6 +72,270 @@ fn record(meta_fields: [(String, Value); 3], rest: Vec<(&str, Value)>) -> Value 
     Value::Record(fields)
 }
 
+// ---- the schedule processor's vocabulary ---------------------------------
+//
+// Rust enums with payloads are unions of named records; the branch index is
+// the variant's place in the schema's union, so these functions and the
+// `.avsc` files must list variants in the same order.
+
+fn branch(index: u32, fields: Vec<(&str, Value)>) -> Value {
+    Value::Union(
+        index,
+        Box::new(Value::Record(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        )),
+    )
+}
+
+fn plain(fields: Vec<(&str, Value)>) -> Value {
+    Value::Record(
+        fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
+}
+
+fn user(u: UserId) -> (&'static str, Value) {
+    ("user_id", uuid(u.as_uuid()))
+}
+
+fn seat(s: &SeatRef) -> Value {
+    plain(vec![
+        ("row", Value::Int(s.row.into())),
+        ("col", Value::Int(s.col.into())),
+    ])
+}
+
+fn seats(list: &[SeatRef]) -> Value {
+    Value::Array(list.iter().map(seat).collect())
+}
+
+fn held_seats(list: &[HeldSeat]) -> Value {
+    Value::Array(
+        list.iter()
+            .map(|h| {
+                plain(vec![
+                    ("booking_id", uuid(h.booking_id.as_uuid())),
+                    ("row", Value::Int(h.seat.row.into())),
+                    ("col", Value::Int(h.seat.col.into())),
+                ])
+            })
+            .collect(),
+    )
+}
+
+fn long(field: &str, n: u64) -> Result<Value, CodecError> {
+    i64::try_from(n)
+        .map(Value::Long)
+        .map_err(|_| CodecError::Encode(format!("{field} does not fit an Avro long")))
+}
+
+/// Seeds use all 64 bits: stored bit for bit in a long.
+fn seed(n: u64) -> Value {
+    Value::Long(n as i64)
+}
+
+fn envelope(e: &Envelope) -> Vec<(&'static str, Value)> {
+    vec![
+        ("command_id", uuid(e.command_id.as_uuid())),
+        ("issued_at", timestamp(e.at)),
+        ("seed", seed(e.seed)),
+    ]
+}
+
+fn command(c: &Command) -> Value {
+    match c {
+        Command::Join { user: u } => branch(0, vec![user(*u)]),
+        Command::Leave { user: u } => branch(1, vec![user(*u)]),
+        Command::Hold {
+            user: u,
+            seats: list,
+            booking_ids,
+        } => branch(
+            2,
+            vec![
+                user(*u),
+                ("seats", seats(list)),
+                (
+                    "booking_ids",
+                    Value::Array(booking_ids.iter().map(|b| uuid(b.as_uuid())).collect()),
+                ),
+            ],
+        ),
+        Command::Release {
+            user: u,
+            booking_id,
+        } => branch(
+            3,
+            vec![user(*u), ("booking_id", uuid(booking_id.as_uuid()))],
+        ),
+        Command::Tick => branch(4, vec![]),
+    }
+}
+
+fn fact_kind(k: &FactKind) -> Result<Value, CodecError> {
+    Ok(match k {
+        FactKind::QueueJoined { user: u, position } => branch(
+            0,
+            vec![
+                user(*u),
+                (
+                    "position",
+                    optional(position.map(|p| long("position", p)).transpose()?),
+                ),
+            ],
+        ),
+        FactKind::QueueOpened { seed: s } => branch(1, vec![("seed", seed(*s))]),
+        FactKind::Admitted {
+            user: u,
+            position,
+            until,
+        } => branch(
+            2,
+            vec![
+                user(*u),
+                ("position", long("position", *position)?),
+                ("admitted_until", timestamp(*until)),
+            ],
+        ),
+        FactKind::AdmissionExpired { user: u } => branch(3, vec![user(*u)]),
+        FactKind::QueueLeft { user: u } => branch(4, vec![user(*u)]),
+        FactKind::SeatsHeld {
+            user: u,
+            seats: list,
+            until,
+        } => branch(
+            5,
+            vec![
+                user(*u),
+                ("seats", held_seats(list)),
+                ("held_until", timestamp(*until)),
+            ],
+        ),
+        FactKind::BookingsCancelled {
+            user: u,
+            seats: list,
+            reason,
+        } => {
+            let reason = match reason {
+                CancelReason::Released => Value::Enum(0, "RELEASED".into()),
+                CancelReason::Expired => Value::Enum(1, "EXPIRED".into()),
+            };
+            branch(
+                6,
+                vec![user(*u), ("seats", held_seats(list)), ("reason", reason)],
+            )
+        }
+        FactKind::Unchanged => branch(7, vec![]),
+    })
+}
+
+const QUEUE_STATES: [&str; 6] = [
+    "WAITING",
+    "ADMITTED",
+    "EXPIRED",
+    "LEFT",
+    "SOLD_OUT",
+    "NOT_IN_QUEUE",
+];
+
+fn queue_status(q: &QueueStatus) -> Result<Value, CodecError> {
+    let opt_long = |field, n: Option<u64>| -> Result<Value, CodecError> {
+        Ok(optional(n.map(|n| long(field, n)).transpose()?))
+    };
+    let (state, position, ahead, eta, until) = match q {
+        QueueStatus::Waiting {
+            position,
+            ahead,
+            eta_seconds,
+        } => (0, *position, *ahead, *eta_seconds, None),
+        QueueStatus::Admitted { position, until } => (1, Some(*position), None, None, Some(*until)),
+        QueueStatus::Expired => (2, None, None, None, None),
+        QueueStatus::Left => (3, None, None, None, None),
+        QueueStatus::SoldOut => (4, None, None, None, None),
+        QueueStatus::NotInQueue => (5, None, None, None, None),
+    };
+    Ok(branch(
+        0,
+        vec![
+            (
+                "status",
+                Value::Enum(state, QUEUE_STATES[state as usize].to_string()),
+            ),
+            ("position", opt_long("position", position)?),
+            ("ahead", opt_long("ahead", ahead)?),
+            ("eta_seconds", opt_long("eta_seconds", eta)?),
+            ("admitted_until", optional(until.map(timestamp))),
+        ],
+    ))
+}
+
+fn rejection(r: &Rejection) -> Value {
+    match r {
+        Rejection::NotAdmitted => branch(0, vec![]),
+        Rejection::SeatUnavailable { seats: list } => branch(1, vec![("seats", seats(list))]),
+        Rejection::SeatLimit { limit, already } => branch(
+            2,
+            vec![
+                // Limits are small counts; a u32 above i32::MAX is not a real limit.
+                ("limit", Value::Int((*limit).min(i32::MAX as u32) as i32)),
+                (
+                    "already",
+                    Value::Int((*already).min(i32::MAX as u32) as i32),
+                ),
+            ],
+        ),
+        Rejection::InvalidSeat { seat: s } => branch(3, vec![("seat", seat(s))]),
+        Rejection::DuplicateSeat { seat: s } => branch(4, vec![("seat", seat(s))]),
+        Rejection::EmptyHold => branch(5, vec![]),
+        Rejection::BookingNotFound => branch(6, vec![]),
+        Rejection::NotOwner => branch(7, vec![]),
+    }
+}
+
+fn reply(r: &Reply) -> Result<Value, CodecError> {
+    Ok(match r {
+        Reply::Queue(q) => queue_status(q)?,
+        Reply::Left => branch(1, vec![]),
+        Reply::Held { booking_ids, until } => branch(
+            2,
+            vec![
+                (
+                    "booking_ids",
+                    Value::Array(booking_ids.iter().map(|b| uuid(b.as_uuid())).collect()),
+                ),
+                ("held_until", timestamp(*until)),
+            ],
+        ),
+        Reply::Released => branch(3, vec![]),
+        Reply::Rejected(why) => branch(4, vec![("reason", rejection(why))]),
+        Reply::UnknownSchedule => branch(5, vec![]),
+        Reply::None => branch(6, vec![]),
+    })
+}
+
+fn schedule_created(e: &ScheduleCreated) -> Result<Value, CodecError> {
+    Ok(record(
+        meta(&e.meta),
+        vec![
+            ("schedule_id", uuid(e.schedule_id.as_uuid())),
+            ("concert_id", uuid(e.concert_id.as_uuid())),
+            ("seller_id", uuid(e.seller_id.as_uuid())),
+            ("stage_id", uuid(e.stage_id.as_uuid())),
+            ("rows", Value::Int(e.rows.into())),
+            ("cols", Value::Int(e.cols.into())),
+            ("price", Value::Long(e.price)),
+            ("concert_date", date(e.concert_date)?),
+            ("concert_time", time(e.concert_time)),
+            ("sale_opens_at", optional(e.sale_opens_at.map(timestamp))),
+        ],
+    ))
+}
+
 pub(crate) fn to_value(event: &Event) -> Result<Value, CodecError> {
     Ok(match event {
         Event::UserRegistered(e) => {
@@ -116,19 +386,35 @@ pub(crate) fn to_value(event: &Event) -> Result<Value, CodecError> {
                 ),
             ],
         ),
-        Event::ScheduleCreated(e) => record(
+        Event::ScheduleCreated(e) | Event::ScheduleInitialised(e) => schedule_created(e)?,
+        Event::ScheduleCommandIssued(e) => {
+            let mut rest = vec![("schedule_id", uuid(e.schedule_id.as_uuid()))];
+            rest.extend(envelope(&e.envelope));
+            rest.push(("command", command(&e.envelope.command)));
+            rest.push(("reply_to", optional(e.reply_to.clone().map(Value::String))));
+            record(meta(&e.meta), rest)
+        }
+        Event::ScheduleTicked(e) => {
+            let mut rest = vec![("partition", Value::Int(e.partition))];
+            rest.extend(envelope(&e.envelope));
+            record(meta(&e.meta), rest)
+        }
+        Event::ScheduleFactRecorded(e) => record(
             meta(&e.meta),
             vec![
                 ("schedule_id", uuid(e.schedule_id.as_uuid())),
-                ("concert_id", uuid(e.concert_id.as_uuid())),
-                ("seller_id", uuid(e.seller_id.as_uuid())),
-                ("stage_id", uuid(e.stage_id.as_uuid())),
-                ("rows", Value::Int(e.rows.into())),
-                ("cols", Value::Int(e.cols.into())),
-                ("price", Value::Long(e.price)),
-                ("concert_date", date(e.concert_date)?),
-                ("concert_time", time(e.concert_time)),
-                ("sale_opens_at", optional(e.sale_opens_at.map(timestamp))),
+                ("command_id", uuid(e.fact.command_id.as_uuid())),
+                ("decided_at", timestamp(e.fact.at)),
+                ("fact", fact_kind(&e.fact.kind)?),
+            ],
+        ),
+        Event::ScheduleCommandAnswered(e) => record(
+            meta(&e.meta),
+            vec![
+                ("schedule_id", uuid(e.schedule_id.as_uuid())),
+                ("command_id", uuid(e.command_id.as_uuid())),
+                ("reply_to", Value::String(e.reply_to.clone())),
+                ("reply", reply(&e.reply)?),
             ],
         ),
     })
@@ -257,6 +543,95 @@ impl Fields {
         }
     }
 
+    fn u64(&mut self, name: &str) -> Result<u64, CodecError> {
+        let n = self.long(name)?;
+        u64::try_from(n).map_err(|_| malformed(name, format!("{n} is negative")))
+    }
+
+    fn opt_u64(&mut self, name: &str) -> Result<Option<u64>, CodecError> {
+        match unwrap_union(self.take(name)?) {
+            None => Ok(None),
+            Some(Value::Long(n)) => u64::try_from(n)
+                .map(Some)
+                .map_err(|_| malformed(name, format!("{n} is negative"))),
+            Some(Value::Int(n)) => u64::try_from(n)
+                .map(Some)
+                .map_err(|_| malformed(name, format!("{n} is negative"))),
+            Some(other) => Err(malformed(name, format!("expected a long, got {other:?}"))),
+        }
+    }
+
+    /// The inverse of `seed`: the long's bits are the seed.
+    fn seed(&mut self, name: &str) -> Result<u64, CodecError> {
+        Ok(self.long(name)? as u64)
+    }
+
+    fn array(&mut self, name: &str) -> Result<Vec<Value>, CodecError> {
+        match self.take(name)? {
+            Value::Array(items) => Ok(items),
+            other => Err(malformed(name, format!("expected an array, got {other:?}"))),
+        }
+    }
+
+    fn uuids(&mut self, name: &str) -> Result<Vec<Uuid>, CodecError> {
+        self.array(name)?
+            .into_iter()
+            .map(|v| as_uuid(name, v))
+            .collect()
+    }
+
+    fn union(&mut self, name: &str) -> Result<(u32, Value), CodecError> {
+        match self.take(name)? {
+            Value::Union(index, inner) => Ok((index, *inner)),
+            other => Err(malformed(name, format!("expected a union, got {other:?}"))),
+        }
+    }
+
+    fn symbol(&mut self, name: &str) -> Result<String, CodecError> {
+        match self.take(name)? {
+            Value::Enum(_, symbol) | Value::String(symbol) => Ok(symbol),
+            other => Err(malformed(name, format!("expected an enum, got {other:?}"))),
+        }
+    }
+
+    fn user(&mut self) -> Result<UserId, CodecError> {
+        Ok(self.uuid("user_id")?.into())
+    }
+
+    fn seat(&mut self, name: &str) -> Result<SeatRef, CodecError> {
+        seat_of(self.take(name)?)
+    }
+
+    fn seats(&mut self, name: &str) -> Result<Vec<SeatRef>, CodecError> {
+        self.array(name)?.into_iter().map(seat_of).collect()
+    }
+
+    fn held_seats(&mut self, name: &str) -> Result<Vec<HeldSeat>, CodecError> {
+        self.array(name)?
+            .into_iter()
+            .map(|v| {
+                let mut f = Fields::new(v)?;
+                Ok(HeldSeat {
+                    booking_id: f.uuid("booking_id")?.into(),
+                    seat: SeatRef {
+                        row: f.u16("row")?,
+                        col: f.u16("col")?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// The envelope's fields, around a command decoded separately.
+    fn envelope(&mut self, command: Command) -> Result<Envelope, CodecError> {
+        Ok(Envelope {
+            command_id: CommandId::from(self.uuid("command_id")?),
+            at: self.timestamp("issued_at")?,
+            seed: self.seed("seed")?,
+            command,
+        })
+    }
+
     fn meta(&mut self) -> Result<EventMeta, CodecError> {
         Ok(EventMeta {
             event_id: self.uuid("event_id")?.into(),
@@ -298,6 +673,162 @@ fn as_timestamp(name: &str, value: Value) -> Result<DateTime<Utc>, CodecError> {
     DateTime::from_timestamp_millis(ms).ok_or_else(|| malformed(name, format!("{ms} out of range")))
 }
 
+fn seat_of(value: Value) -> Result<SeatRef, CodecError> {
+    let mut f = Fields::new(value)?;
+    Ok(SeatRef {
+        row: f.u16("row")?,
+        col: f.u16("col")?,
+    })
+}
+
+fn unknown_branch(field: &str, index: u32) -> CodecError {
+    malformed(field, format!("no branch {index} in this build"))
+}
+
+fn command_of((index, value): (u32, Value)) -> Result<Command, CodecError> {
+    let mut f = Fields::new(value)?;
+    Ok(match index {
+        0 => Command::Join { user: f.user()? },
+        1 => Command::Leave { user: f.user()? },
+        2 => Command::Hold {
+            user: f.user()?,
+            seats: f.seats("seats")?,
+            booking_ids: f
+                .uuids("booking_ids")?
+                .into_iter()
+                .map(BookingId::from)
+                .collect(),
+        },
+        3 => Command::Release {
+            user: f.user()?,
+            booking_id: f.uuid("booking_id")?.into(),
+        },
+        4 => Command::Tick,
+        other => return Err(unknown_branch("command", other)),
+    })
+}
+
+fn fact_kind_of((index, value): (u32, Value)) -> Result<FactKind, CodecError> {
+    let mut f = Fields::new(value)?;
+    Ok(match index {
+        0 => FactKind::QueueJoined {
+            user: f.user()?,
+            position: f.opt_u64("position")?,
+        },
+        1 => FactKind::QueueOpened {
+            seed: f.seed("seed")?,
+        },
+        2 => FactKind::Admitted {
+            user: f.user()?,
+            position: f.u64("position")?,
+            until: f.timestamp("admitted_until")?,
+        },
+        3 => FactKind::AdmissionExpired { user: f.user()? },
+        4 => FactKind::QueueLeft { user: f.user()? },
+        5 => FactKind::SeatsHeld {
+            user: f.user()?,
+            seats: f.held_seats("seats")?,
+            until: f.timestamp("held_until")?,
+        },
+        6 => FactKind::BookingsCancelled {
+            user: f.user()?,
+            seats: f.held_seats("seats")?,
+            reason: match f.symbol("reason")?.as_str() {
+                "RELEASED" => CancelReason::Released,
+                "EXPIRED" => CancelReason::Expired,
+                other => return Err(malformed("reason", format!("unknown reason {other}"))),
+            },
+        },
+        7 => FactKind::Unchanged,
+        other => return Err(unknown_branch("fact", other)),
+    })
+}
+
+fn queue_status_of(f: &mut Fields) -> Result<QueueStatus, CodecError> {
+    let status = f.symbol("status")?;
+    let position = f.opt_u64("position")?;
+    let ahead = f.opt_u64("ahead")?;
+    let eta_seconds = f.opt_u64("eta_seconds")?;
+    let until = f.opt_timestamp("admitted_until")?;
+    Ok(match status.as_str() {
+        "WAITING" => QueueStatus::Waiting {
+            position,
+            ahead,
+            eta_seconds,
+        },
+        "ADMITTED" => QueueStatus::Admitted {
+            position: position.ok_or_else(|| malformed("position", "missing for ADMITTED"))?,
+            until: until.ok_or_else(|| malformed("admitted_until", "missing for ADMITTED"))?,
+        },
+        "EXPIRED" => QueueStatus::Expired,
+        "LEFT" => QueueStatus::Left,
+        "SOLD_OUT" => QueueStatus::SoldOut,
+        "NOT_IN_QUEUE" => QueueStatus::NotInQueue,
+        other => return Err(malformed("status", format!("unknown queue state {other}"))),
+    })
+}
+
+fn rejection_of((index, value): (u32, Value)) -> Result<Rejection, CodecError> {
+    let mut f = Fields::new(value)?;
+    Ok(match index {
+        0 => Rejection::NotAdmitted,
+        1 => Rejection::SeatUnavailable {
+            seats: f.seats("seats")?,
+        },
+        2 => Rejection::SeatLimit {
+            limit: f.u32("limit")?,
+            already: f.u32("already")?,
+        },
+        3 => Rejection::InvalidSeat {
+            seat: f.seat("seat")?,
+        },
+        4 => Rejection::DuplicateSeat {
+            seat: f.seat("seat")?,
+        },
+        5 => Rejection::EmptyHold,
+        6 => Rejection::BookingNotFound,
+        7 => Rejection::NotOwner,
+        other => return Err(unknown_branch("reason", other)),
+    })
+}
+
+fn reply_of((index, value): (u32, Value)) -> Result<Reply, CodecError> {
+    let mut f = Fields::new(value)?;
+    Ok(match index {
+        0 => Reply::Queue(queue_status_of(&mut f)?),
+        1 => Reply::Left,
+        2 => Reply::Held {
+            booking_ids: f
+                .uuids("booking_ids")?
+                .into_iter()
+                .map(BookingId::from)
+                .collect(),
+            until: f.timestamp("held_until")?,
+        },
+        3 => Reply::Released,
+        4 => Reply::Rejected(rejection_of(f.union("reason")?)?),
+        5 => Reply::UnknownSchedule,
+        6 => Reply::None,
+        other => return Err(unknown_branch("reply", other)),
+    })
+}
+
+fn schedule_created_of(meta: EventMeta, f: &mut Fields) -> Result<ScheduleCreated, CodecError> {
+    Ok(ScheduleCreated {
+        meta,
+        schedule_id: f.uuid("schedule_id")?.into(),
+        concert_id: f.uuid("concert_id")?.into(),
+        seller_id: f.uuid("seller_id")?.into(),
+        stage_id: f.uuid("stage_id")?.into(),
+        rows: f.u16("rows")?,
+        cols: f.u16("cols")?,
+        price: f.long("price")?,
+        concert_date: f.date("concert_date")?,
+        concert_time: f.time("concert_time")?,
+        sale_opens_at: f.opt_timestamp("sale_opens_at")?,
+    })
+}
+
 /// `event_name` is `Event::name` of the record's type, known from the writer
 /// schema; `value` has been resolved to that event's reader schema.
 pub(crate) fn from_value(event_name: &str, value: Value) -> Result<Event, CodecError> {
@@ -332,18 +863,38 @@ pub(crate) fn from_value(event_name: &str, value: Value) -> Result<Event, CodecE
             price: f.long("price")?,
             concert_image: f.opt_string("concert_image")?,
         }),
-        "ScheduleCreated" => Event::ScheduleCreated(ScheduleCreated {
+        "ScheduleCreated" => Event::ScheduleCreated(schedule_created_of(meta, &mut f)?),
+        "ScheduleInitialised" => Event::ScheduleInitialised(schedule_created_of(meta, &mut f)?),
+        "ScheduleCommandIssued" => {
+            let schedule_id = f.uuid("schedule_id")?.into();
+            let command = command_of(f.union("command")?)?;
+            Event::ScheduleCommandIssued(ScheduleCommandIssued {
+                meta,
+                schedule_id,
+                envelope: f.envelope(command)?,
+                reply_to: f.opt_string("reply_to")?,
+            })
+        }
+        "ScheduleTicked" => Event::ScheduleTicked(ScheduleTicked {
+            meta,
+            partition: f.int("partition")?,
+            envelope: f.envelope(Command::Tick)?,
+        }),
+        "ScheduleFactRecorded" => Event::ScheduleFactRecorded(ScheduleFactRecorded {
             meta,
             schedule_id: f.uuid("schedule_id")?.into(),
-            concert_id: f.uuid("concert_id")?.into(),
-            seller_id: f.uuid("seller_id")?.into(),
-            stage_id: f.uuid("stage_id")?.into(),
-            rows: f.u16("rows")?,
-            cols: f.u16("cols")?,
-            price: f.long("price")?,
-            concert_date: f.date("concert_date")?,
-            concert_time: f.time("concert_time")?,
-            sale_opens_at: f.opt_timestamp("sale_opens_at")?,
+            fact: Fact {
+                command_id: CommandId::from(f.uuid("command_id")?),
+                at: f.timestamp("decided_at")?,
+                kind: fact_kind_of(f.union("fact")?)?,
+            },
+        }),
+        "ScheduleCommandAnswered" => Event::ScheduleCommandAnswered(ScheduleCommandAnswered {
+            meta,
+            schedule_id: f.uuid("schedule_id")?.into(),
+            command_id: CommandId::from(f.uuid("command_id")?),
+            reply_to: f.string("reply_to")?,
+            reply: reply_of(f.union("reply")?)?,
         }),
         other => return Err(CodecError::UnknownRecord(other.to_string())),
     })

@@ -3,7 +3,12 @@
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use ticketing_domain::account::Role;
 use ticketing_domain::events::{
-    ConcertCreated, Event, EventMeta, ScheduleCreated, StageCreated, UserRegistered,
+    ConcertCreated, Event, EventMeta, ScheduleCommandAnswered, ScheduleCommandIssued,
+    ScheduleCreated, ScheduleFactRecorded, ScheduleTicked, StageCreated, UserRegistered,
+};
+use ticketing_domain::schedule::{
+    CancelReason, Command, Envelope, Fact, FactKind, HeldSeat, QueueStatus, Rejection, Reply,
+    SeatRef,
 };
 use uuid::Uuid;
 
@@ -28,9 +33,166 @@ fn meta(n: u128, actor: Option<u128>) -> EventMeta {
     }
 }
 
+fn envelope(n: u128, command: Command) -> Envelope {
+    Envelope {
+        command_id: id(n).into(),
+        at: at("2026-03-01T12:00:00.001Z"),
+        // All 64 bits, stored in a signed long.
+        seed: u64::MAX - 1,
+        command,
+    }
+}
+
+const SEAT: SeatRef = SeatRef { row: 500, col: 1 };
+
+fn held() -> Vec<HeldSeat> {
+    vec![
+        HeldSeat {
+            booking_id: id(40).into(),
+            seat: SEAT,
+        },
+        HeldSeat {
+            booking_id: id(41).into(),
+            seat: SeatRef { row: 1, col: 200 },
+        },
+    ]
+}
+
+/// Every command, fact kind, reply, queue status and rejection, each in a
+/// schedule event.
+pub fn schedule_events() -> Vec<Event> {
+    let user = || id(30).into();
+    let commands = vec![
+        Command::Join { user: user() },
+        Command::Leave { user: user() },
+        Command::Hold {
+            user: user(),
+            seats: vec![SEAT, SeatRef { row: 2, col: 3 }],
+            booking_ids: vec![id(40).into(), id(41).into()],
+        },
+        Command::Release {
+            user: user(),
+            booking_id: id(40).into(),
+        },
+        Command::Tick,
+    ];
+    let facts = vec![
+        FactKind::QueueJoined {
+            user: user(),
+            position: Some(u64::from(u32::MAX) * 4),
+        },
+        FactKind::QueueJoined {
+            user: user(),
+            position: None,
+        },
+        FactKind::QueueOpened { seed: u64::MAX },
+        FactKind::Admitted {
+            user: user(),
+            position: 1,
+            until: at("2026-03-01T12:10:00Z"),
+        },
+        FactKind::AdmissionExpired { user: user() },
+        FactKind::QueueLeft { user: user() },
+        FactKind::SeatsHeld {
+            user: user(),
+            seats: held(),
+            until: at("2026-03-01T12:05:00Z"),
+        },
+        FactKind::BookingsCancelled {
+            user: user(),
+            seats: held(),
+            reason: CancelReason::Released,
+        },
+        FactKind::BookingsCancelled {
+            user: user(),
+            seats: vec![],
+            reason: CancelReason::Expired,
+        },
+        FactKind::Unchanged,
+    ];
+    let rejections = vec![
+        Rejection::NotAdmitted,
+        Rejection::SeatUnavailable { seats: vec![SEAT] },
+        Rejection::SeatLimit {
+            limit: 4,
+            already: 3,
+        },
+        Rejection::InvalidSeat { seat: SEAT },
+        Rejection::DuplicateSeat { seat: SEAT },
+        Rejection::EmptyHold,
+        Rejection::BookingNotFound,
+        Rejection::NotOwner,
+    ];
+    let mut replies = vec![
+        Reply::Queue(QueueStatus::Waiting {
+            position: Some(7),
+            ahead: Some(6),
+            eta_seconds: Some(12),
+        }),
+        Reply::Queue(QueueStatus::Waiting {
+            position: None,
+            ahead: None,
+            eta_seconds: None,
+        }),
+        Reply::Queue(QueueStatus::Admitted {
+            position: 3,
+            until: at("2026-03-01T12:10:00Z"),
+        }),
+        Reply::Queue(QueueStatus::Expired),
+        Reply::Queue(QueueStatus::Left),
+        Reply::Queue(QueueStatus::SoldOut),
+        Reply::Queue(QueueStatus::NotInQueue),
+        Reply::Left,
+        Reply::Held {
+            booking_ids: vec![id(40).into(), id(41).into()],
+            until: at("2026-03-01T12:05:00Z"),
+        },
+        Reply::Released,
+        Reply::UnknownSchedule,
+        Reply::None,
+    ];
+    replies.extend(rejections.into_iter().map(Reply::Rejected));
+
+    let mut events = Vec::new();
+    for (i, command) in commands.into_iter().enumerate() {
+        events.push(Event::ScheduleCommandIssued(ScheduleCommandIssued {
+            meta: meta(100 + i as u128, Some(30)),
+            schedule_id: id(8).into(),
+            envelope: envelope(200 + i as u128, command),
+            reply_to: Some("ingress-7f3a".into()),
+        }));
+    }
+    events.push(Event::ScheduleTicked(ScheduleTicked {
+        meta: meta(120, None),
+        partition: 11,
+        envelope: envelope(121, Command::Tick),
+    }));
+    for (i, kind) in facts.into_iter().enumerate() {
+        events.push(Event::ScheduleFactRecorded(ScheduleFactRecorded {
+            meta: meta(300 + i as u128, None),
+            schedule_id: id(8).into(),
+            fact: Fact {
+                command_id: id(400 + i as u128).into(),
+                at: at("2026-03-01T12:00:00.002Z"),
+                kind,
+            },
+        }));
+    }
+    for (i, reply) in replies.into_iter().enumerate() {
+        events.push(Event::ScheduleCommandAnswered(ScheduleCommandAnswered {
+            meta: meta(500 + i as u128, None),
+            schedule_id: id(8).into(),
+            command_id: id(600 + i as u128).into(),
+            reply_to: "ingress-7f3a".into(),
+            reply,
+        }));
+    }
+    events
+}
+
 /// Every variant with every optional field set.
 pub fn every_event() -> Vec<Event> {
-    vec![
+    let mut events = vec![
         Event::UserRegistered(UserRegistered {
             meta: meta(1, Some(9)),
             user_id: id(2).into(),
@@ -72,7 +234,14 @@ pub fn every_event() -> Vec<Event> {
             concert_time: NaiveTime::from_hms_milli_opt(23, 59, 59, 999).unwrap(),
             sale_opens_at: Some(at("1969-07-01T00:00:00.001Z")),
         }),
-    ]
+    ];
+    if let Event::ScheduleCreated(created) = &events[3] {
+        let mut initialised = created.clone();
+        initialised.meta = meta(10, None);
+        events.push(Event::ScheduleInitialised(initialised));
+    }
+    events.extend(schedule_events());
+    events
 }
 
 /// Every variant with every optional field empty (and the system as actor).
@@ -90,11 +259,19 @@ pub fn without_optionals() -> Vec<Event> {
                     x.meta.actor = None;
                     x.concert_image = None;
                 }
-                Event::ScheduleCreated(x) => {
+                Event::ScheduleCreated(x) | Event::ScheduleInitialised(x) => {
                     x.meta.actor = None;
                     x.sale_opens_at = None;
                     x.concert_time = NaiveTime::MIN;
                 }
+                Event::ScheduleCommandIssued(x) => {
+                    x.meta.actor = None;
+                    x.reply_to = None;
+                    x.envelope.seed = 0;
+                }
+                Event::ScheduleTicked(x) => x.meta.actor = None,
+                Event::ScheduleFactRecorded(x) => x.meta.actor = None,
+                Event::ScheduleCommandAnswered(x) => x.meta.actor = None,
             }
             e
         })

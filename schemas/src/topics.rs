@@ -27,6 +27,8 @@ pub struct TopicSpec {
 pub const ACCOUNTS: &str = "ticketing.accounts.v1";
 pub const CATALOG: &str = "ticketing.catalog.v1";
 pub const SCHEDULES: &str = "ticketing.schedules.v1";
+pub const SCHEDULE_EVENTS: &str = "ticketing.schedule-events.v1";
+pub const SCHEDULE_REPLIES: &str = "ticketing.schedule-replies.v1";
 
 pub const ALL: &[TopicSpec] = &[
     TopicSpec {
@@ -49,17 +51,48 @@ pub const ALL: &[TopicSpec] = &[
         name: SCHEDULES,
         partitions: 12,
         key: "schedule_id",
-        description: "Everything a schedule owns: ScheduleCreated; later the schedule processor's commands and decisions.",
+        description: "Everything asked of a schedule: ScheduleCreated, ScheduleCommandIssued, ScheduleTicked. The schedule processor's input.",
+        compacted: false,
+    },
+    TopicSpec {
+        // Partition p is the changelog of input partition p: a restoring
+        // processor reads the partition with its input's number, so both
+        // topics must always have the same count.
+        name: SCHEDULE_EVENTS,
+        partitions: 12,
+        key: "schedule_id",
+        description: "The schedule processor's decisions and changelog: ScheduleInitialised, ScheduleFactRecorded. Event-sourced, kept forever (retention.ms=-1), never compacted: every fact matters.",
+        compacted: false,
+    },
+    TopicSpec {
+        name: SCHEDULE_REPLIES,
+        partitions: 6,
+        key: "reply_to",
+        description: "Answers to commands, for the ingress instance that waits (ScheduleCommandAnswered). Worth nothing after the request's timeout: short retention.",
         compacted: false,
     },
 ];
+
+/// Topic-level settings beyond partitions and compaction, as Kafka config
+/// pairs, for whoever creates the topics.
+pub fn configs(name: &str) -> &'static [(&'static str, &'static str)] {
+    match name {
+        SCHEDULE_EVENTS => &[("retention.ms", "-1"), ("retention.bytes", "-1")],
+        SCHEDULE_REPLIES => &[("retention.ms", "3600000")],
+        _ => &[],
+    }
+}
 
 /// The topic an event is produced to.
 pub fn topic_for(event: &Event) -> &'static str {
     match event {
         Event::UserRegistered(_) => ACCOUNTS,
         Event::StageCreated(_) | Event::ConcertCreated(_) => CATALOG,
-        Event::ScheduleCreated(_) => SCHEDULES,
+        Event::ScheduleCreated(_) | Event::ScheduleCommandIssued(_) | Event::ScheduleTicked(_) => {
+            SCHEDULES
+        }
+        Event::ScheduleInitialised(_) | Event::ScheduleFactRecorded(_) => SCHEDULE_EVENTS,
+        Event::ScheduleCommandAnswered(_) => SCHEDULE_REPLIES,
     }
 }
 
@@ -69,7 +102,9 @@ pub fn topic_for_event_name(name: &str) -> Option<&'static str> {
     match name {
         "UserRegistered" => Some(ACCOUNTS),
         "StageCreated" | "ConcertCreated" => Some(CATALOG),
-        "ScheduleCreated" => Some(SCHEDULES),
+        "ScheduleCreated" | "ScheduleCommandIssued" | "ScheduleTicked" => Some(SCHEDULES),
+        "ScheduleInitialised" | "ScheduleFactRecorded" => Some(SCHEDULE_EVENTS),
+        "ScheduleCommandAnswered" => Some(SCHEDULE_REPLIES),
         _ => None,
     }
 }
@@ -96,6 +131,18 @@ mod tests {
         let names: HashSet<_> = ALL.iter().map(|t| t.name).collect();
         assert_eq!(names.len(), ALL.len());
         assert!(ALL.iter().all(|t| t.partitions > 0));
+    }
+
+    #[test]
+    fn every_changelog_partition_has_its_input_partition() {
+        assert_eq!(
+            spec(SCHEDULE_EVENTS).unwrap().partitions,
+            spec(SCHEDULES).unwrap().partitions
+        );
+        assert_eq!(
+            configs(SCHEDULE_EVENTS),
+            &[("retention.ms", "-1"), ("retention.bytes", "-1")]
+        );
     }
 
     #[test]

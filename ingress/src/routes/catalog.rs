@@ -204,7 +204,8 @@ async fn record(s: &AppState, event: Event) -> ApiResult<()> {
         Event::StageCreated(e) => s.catalog.put_stage(&Stage::from(e)).await,
         Event::ConcertCreated(e) => s.catalog.put_concert(&Concert::from(e)).await,
         Event::ScheduleCreated(e) => s.catalog.put_schedule(&Schedule::from(e)).await,
-        Event::UserRegistered(_) => Ok(()),
+        // Only catalog events are recorded here.
+        _ => Ok(()),
     };
     if let Err(e) = written {
         // The event is durable; the catalog sink will write the row.
