@@ -7,3 +7,6 @@
 //! carry its outputs to the log.
 
 pub mod partition;
+pub mod runner;
+
+pub use runner::{ProcessorConfig, ProcessorError, ScheduleProcessor};

@@ -15,6 +15,12 @@ pub struct Metrics {
     pub events_consumed: IntCounterVec,
     pub consumer_lag: IntGaugeVec,
     pub sink_retries: IntCounterVec,
+    /// Schedule commands decided, by outcome (`joined`, `held`, `rejected`, ...).
+    pub decisions: IntCounterVec,
+    /// One consume-decide-produce transaction of a processor, commit included.
+    pub transaction_latency: HistogramVec,
+    /// Partitions a processor instance owns now.
+    pub partitions_owned: IntGaugeVec,
 }
 
 impl Metrics {
@@ -74,6 +80,33 @@ impl Metrics {
             &["sink"],
         )
         .expect("valid metric");
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "schedule_decisions_total",
+                "Schedule commands decided by the processor, by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let transaction_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "processor_transaction_seconds",
+                "One consume-decide-produce transaction, commit included",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["processor"],
+        )
+        .expect("valid metric");
+        let partitions_owned = IntGaugeVec::new(
+            Opts::new(
+                "processor_partitions_owned",
+                "Input partitions this processor instance owns",
+            ),
+            &["processor"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_latency.clone()),
@@ -81,6 +114,9 @@ impl Metrics {
             Box::new(events_consumed.clone()),
             Box::new(consumer_lag.clone()),
             Box::new(sink_retries.clone()),
+            Box::new(decisions.clone()),
+            Box::new(transaction_latency.clone()),
+            Box::new(partitions_owned.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -92,6 +128,9 @@ impl Metrics {
             events_consumed,
             consumer_lag,
             sink_retries,
+            decisions,
+            transaction_latency,
+            partitions_owned,
         }
     }
 
