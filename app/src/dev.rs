@@ -1,16 +1,22 @@
-//! `ticketing dev`: ingress, sinks (and, as they arrive, processors) in one
-//! process, over the embedded log, store and schema registry.
+//! `ticketing dev`: ingress, schedule processor and sinks in one process, over
+//! the embedded log, store and schema registry. The same code paths as the real
+//! stack: commands go through the log to the processor, answers come back on
+//! the replies topic, reads come from a read model fed by the changelog.
 
 use crate::settings::DevSettings;
 use crate::{ingress_state, secrets, serve, Backends};
 use anyhow::Context;
 use std::sync::Arc;
+use ticketing_ingress::gateway::listen_for_replies;
+use ticketing_ingress::replies::PendingReplies;
 use ticketing_ingress::router;
+use ticketing_processors::{ProcessorConfig, ScheduleProcessor};
 use ticketing_runtime::shutdown::Shutdown;
 use ticketing_runtime::{Metrics, Readiness};
 use ticketing_schemas::{topics, EmbeddedSchemaRegistry, EventCodec};
 use ticketing_sinks::catalog::CatalogSink;
 use ticketing_sinks::runner;
+use ticketing_sinks::schedule_view::{ScheduleViewSink, ScheduleViews};
 use ticketing_storage::embedded::EmbeddedStore;
 use ticketing_transport::embedded::EmbeddedLog;
 
@@ -47,6 +53,12 @@ pub async fn run(
 
     let metrics = Metrics::new("dev");
     let readiness = Readiness::default();
+    let core = settings.http.schedules.core()?;
+    let reads = ScheduleViews::new(core);
+    let replies = Arc::new(PendingReplies::default());
+    // One dev process: one reply address, and a group that resumes where the
+    // last run stopped instead of re-reading old answers.
+    let reply_to = "dev".to_string();
     let state = ingress_state(
         &settings.http,
         &token_secret,
@@ -55,8 +67,11 @@ pub async fn run(
             accounts: Arc::new(store.clone()),
             catalog: Arc::new(store.clone()),
             sessions: Arc::new(store.clone()),
+            schedule_reads: Arc::new(reads.clone()),
             producer: Arc::new(log.producer()),
             codec: codec.clone(),
+            replies: replies.clone(),
+            reply_to: reply_to.clone(),
         },
         metrics.clone(),
         readiness.clone(),
@@ -68,8 +83,44 @@ pub async fn run(
         .context("subscribing the catalog sink")?;
     let sink = tokio::spawn(runner::run(
         consumer,
-        Arc::new(CatalogSink::new(codec, Arc::new(store.clone()))),
-        metrics,
+        Arc::new(CatalogSink::new(codec.clone(), Arc::new(store.clone()))),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    // The read model lives in memory, so it is rebuilt from the whole changelog
+    // at every start: a group of its own, new each run, reads from the start.
+    let view_group = format!("schedule-view-{}", uuid::Uuid::now_v7());
+    let views = log
+        .consumer(&view_group, &[topics::SCHEDULE_EVENTS])
+        .context("subscribing the schedule read model")?;
+    let view_sink = tokio::spawn(runner::run(
+        views,
+        Arc::new(ScheduleViewSink::new(codec.clone(), reads.clone())),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    let stream = log
+        .transactional_stream("schedule-processor", &[topics::SCHEDULES])
+        .context("subscribing the schedule processor")?;
+    let processor = tokio::spawn(
+        ScheduleProcessor::new(
+            stream,
+            codec.clone(),
+            ProcessorConfig::new("dev", core),
+            metrics.clone(),
+        )
+        .run(shutdown.clone()),
+    );
+    let answers = log
+        .consumer("replies-dev", &[topics::SCHEDULE_REPLIES])
+        .context("subscribing to the replies")?;
+    let listener_task = tokio::spawn(listen_for_replies(
+        Box::new(answers),
+        codec,
+        replies,
+        reply_to,
         shutdown.clone(),
     ));
 
@@ -78,5 +129,8 @@ pub async fn run(
     let served = serve(listener, router(state), shutdown).await;
     readiness.set(false);
     sink.await.context("catalog sink task")??;
+    view_sink.await.context("schedule read model task")??;
+    processor.await.context("schedule processor task")??;
+    listener_task.await.context("replies listener task")?;
     served
 }

@@ -14,7 +14,10 @@ use anyhow::Context;
 use chrono::Duration;
 use settings::HttpSettings;
 use std::sync::Arc;
+use ticketing_domain::schedule::Reply;
+use ticketing_ingress::gateway::LogGateway;
 use ticketing_ingress::publish::EventPublisher;
+use ticketing_ingress::replies::PendingReplies;
 use ticketing_ingress::security::password::PasswordHasher;
 use ticketing_ingress::security::phone::PhoneCipher;
 use ticketing_ingress::security::tokens::TokenService;
@@ -22,7 +25,7 @@ use ticketing_ingress::{bootstrap, AppState};
 use ticketing_runtime::shutdown::Shutdown;
 use ticketing_runtime::{Metrics, Readiness};
 use ticketing_schemas::EventCodec;
-use ticketing_storage::{AccountStore, CatalogStore, SessionStore};
+use ticketing_storage::{AccountStore, CatalogStore, ScheduleReadModel, SessionStore};
 use ticketing_transport::Producer;
 
 /// The engines behind the ingress's ports, as chosen by one way of running.
@@ -30,8 +33,13 @@ pub(crate) struct Backends {
     pub accounts: Arc<dyn AccountStore>,
     pub catalog: Arc<dyn CatalogStore>,
     pub sessions: Arc<dyn SessionStore>,
+    pub schedule_reads: Arc<dyn ScheduleReadModel>,
     pub producer: Arc<dyn Producer>,
     pub codec: EventCodec,
+    /// Where the processors' answers for this instance are handed over, and
+    /// the address they are sent to (see [`ticketing_ingress::gateway`]).
+    pub replies: Arc<PendingReplies<Reply>>,
+    pub reply_to: String,
 }
 
 /// The ingress's state from settings and backends, with the bootstrap MANAGER
@@ -51,11 +59,20 @@ pub(crate) async fn ingress_state(
     )
     .context("TICKETING_TOKEN_SECRET")?;
     let phones = PhoneCipher::from_spec(phone_keys).context("TICKETING_PHONE_KEYS")?;
+    let publisher = EventPublisher::new(backends.codec, backends.producer, metrics.clone());
+    let gateway = LogGateway::new(
+        publisher.clone(),
+        backends.replies,
+        backends.reply_to,
+        std::time::Duration::from_millis(http.decision_timeout_ms),
+    );
     let state = AppState {
         accounts: backends.accounts,
         catalog: backends.catalog,
         sessions: backends.sessions,
-        publisher: EventPublisher::new(backends.codec, backends.producer, metrics.clone()),
+        publisher,
+        schedules: Arc::new(gateway),
+        schedule_reads: backends.schedule_reads,
         passwords: PasswordHasher::new(),
         phones,
         tokens,

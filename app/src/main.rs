@@ -25,5 +25,9 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(s.ops_listen).await?;
             ticketing::stack::run_sink(s, listener, stop).await
         }
+        Command::Processor(s) => {
+            let listener = tokio::net::TcpListener::bind(s.ops_listen).await?;
+            ticketing::stack::run_processor(s, listener, stop).await
+        }
     }
 }

@@ -23,8 +23,57 @@ pub enum Command {
     Dev(DevSettings),
     /// The HTTP front against the real stack (Kafka, CQL, Redis, schema registry).
     Ingress(IngressSettings),
-    /// The catalog sink against the real stack.
+    /// The sinks against the real stack: the catalog into CQL, the schedules'
+    /// read model into Redis.
     Sink(SinkSettings),
+    /// The schedule processor against the real stack: waiting rooms and seat
+    /// ownership, one writer per partition of the schedules topic.
+    Processor(ProcessorSettings),
+}
+
+/// How schedules are decided. The processor decides with them and the ingress
+/// computes waiting times with them, so both read the same variables.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ScheduleSettings {
+    /// Buyers of one schedule ADMITTED at once.
+    #[arg(long, env = "TICKETING_ADMISSION_MAX_ACTIVE", default_value_t = 500)]
+    pub admission_max_active: u32,
+    /// How long an admission lasts.
+    #[arg(long, env = "TICKETING_ADMISSION_TTL_SECS", default_value_t = 600)]
+    pub admission_ttl_secs: i64,
+    /// How long a hold lasts before its seats go back on sale.
+    #[arg(long, env = "TICKETING_HOLD_TTL_SECS", default_value_t = 300)]
+    pub hold_ttl_secs: i64,
+    /// Seats one buyer may hold or own in one schedule.
+    #[arg(long, env = "TICKETING_MAX_SEATS_PER_USER", default_value_t = 4)]
+    pub max_seats_per_user: u32,
+}
+
+impl ScheduleSettings {
+    pub fn core(&self) -> anyhow::Result<ticketing_domain::schedule::Settings> {
+        anyhow::ensure!(
+            self.admission_max_active >= 1,
+            "TICKETING_ADMISSION_MAX_ACTIVE must be at least 1"
+        );
+        anyhow::ensure!(
+            self.admission_ttl_secs >= 1,
+            "TICKETING_ADMISSION_TTL_SECS must be at least 1"
+        );
+        anyhow::ensure!(
+            self.hold_ttl_secs >= 1,
+            "TICKETING_HOLD_TTL_SECS must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_seats_per_user >= 1,
+            "TICKETING_MAX_SEATS_PER_USER must be at least 1"
+        );
+        Ok(ticketing_domain::schedule::Settings {
+            max_active: self.admission_max_active,
+            admission_ttl_secs: self.admission_ttl_secs,
+            hold_ttl_secs: self.hold_ttl_secs,
+            max_seats_per_user: self.max_seats_per_user,
+        })
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -48,6 +97,12 @@ pub struct HttpSettings {
     pub access_ttl_secs: i64,
     #[arg(long, env = "TICKETING_REFRESH_TTL_SECS", default_value_t = 14 * 24 * 3600)]
     pub refresh_ttl_secs: i64,
+    /// How long a queue or seat request waits for the processor's decision
+    /// before answering 503 DECISION_PENDING (retry-safe with its command id).
+    #[arg(long, env = "TICKETING_DECISION_TIMEOUT_MS", default_value_t = 5000)]
+    pub decision_timeout_ms: u64,
+    #[command(flatten)]
+    pub schedules: ScheduleSettings,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -110,4 +165,29 @@ pub struct SinkSettings {
     /// partitions); a sink writing elsewhere (another keyspace) needs its own.
     #[arg(long, env = "TICKETING_SINK_GROUP", default_value = "catalog-sink")]
     pub group: String,
+    #[command(flatten)]
+    pub schedules: ScheduleSettings,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ProcessorSettings {
+    #[command(flatten)]
+    pub stack: StackSettings,
+    #[command(flatten)]
+    pub schedules: ScheduleSettings,
+    /// Where /healthz, /readyz and /metrics listen.
+    #[arg(long, env = "TICKETING_OPS_LISTEN", default_value = "127.0.0.1:9101")]
+    pub ops_listen: SocketAddr,
+    /// The consumer group the instances share; they split the partitions.
+    #[arg(
+        long,
+        env = "TICKETING_PROCESSOR_GROUP",
+        default_value = "schedule-processor"
+    )]
+    pub group: String,
+    /// This instance's stable name, the Kafka transactional id: a restarted
+    /// instance with the same name fences its previous self. A StatefulSet's pod
+    /// name is the natural choice.
+    #[arg(long, env = "TICKETING_INSTANCE_ID", default_value = "processor-0")]
+    pub instance_id: String,
 }

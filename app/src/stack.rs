@@ -1,19 +1,25 @@
 //! The real stack: each role in its own process, over Kafka, CQL, Redis and the
 //! schema registry.
 
-use crate::settings::{IngressSettings, SinkSettings, StackSettings};
+use crate::settings::{IngressSettings, ProcessorSettings, SinkSettings, StackSettings};
 use crate::{ingress_state, serve, Backends};
 use anyhow::Context;
 use std::sync::Arc;
+use ticketing_ingress::gateway::listen_for_replies;
+use ticketing_ingress::replies::PendingReplies;
 use ticketing_ingress::router;
+use ticketing_processors::{ProcessorConfig, ScheduleProcessor};
 use ticketing_runtime::shutdown::Shutdown;
 use ticketing_runtime::{ops_router, Metrics, Readiness};
 use ticketing_schemas::{topics, EventCodec, HttpSchemaRegistry};
 use ticketing_sinks::catalog::CatalogSink;
 use ticketing_sinks::runner;
+use ticketing_sinks::schedule_view::{ScheduleViewSink, ScheduleViews};
 use ticketing_storage::cql::CqlStore;
 use ticketing_storage::redis_sessions::RedisSessionStore;
-use ticketing_transport::kafka::{ensure_topics, KafkaConfig, KafkaConsumer, KafkaProducer};
+use ticketing_transport::kafka::{
+    ensure_topics, KafkaConfig, KafkaConsumer, KafkaProducer, KafkaTransactionalStream,
+};
 
 fn kafka(stack: &StackSettings, client_id: &str) -> KafkaConfig {
     KafkaConfig {
@@ -52,6 +58,7 @@ pub async fn run_ingress(
         .clone()
         .context("TICKETING_PHONE_KEYS is required outside dev")?;
     let stack = &settings.stack;
+    let core = settings.http.schedules.core()?;
     let codec = codec_and_topics(stack, "ticketing-ingress").await?;
     let cql = CqlStore::connect(&stack.cql_nodes, &stack.cql_keyspace)
         .await
@@ -64,13 +71,48 @@ pub async fn run_ingress(
 
     let metrics = Metrics::new("ingress");
     let readiness = Readiness::default();
+    // This instance's reply address: answers to its commands come back keyed
+    // by it.
+    let reply_to = format!("ingress-{}", uuid::Uuid::now_v7());
+    let replies = Arc::new(PendingReplies::default());
+    let answers = KafkaConsumer::new(
+        &kafka(stack, "ticketing-ingress"),
+        &format!("replies-{reply_to}"),
+        &[topics::SCHEDULE_REPLIES],
+    )
+    .context("Kafka replies consumer")?;
+    let listener_task = tokio::spawn(listen_for_replies(
+        Box::new(answers),
+        codec.clone(),
+        replies.clone(),
+        reply_to.clone(),
+        shutdown.clone(),
+    ));
+    // The schedules' read model, folded in this process from the changelog
+    // (read from its start by a group of its own).
+    let views = ScheduleViews::new(core);
+    let changelog = KafkaConsumer::new(
+        &kafka(stack, "ticketing-ingress"),
+        &format!("schedule-view-{reply_to}"),
+        &[topics::SCHEDULE_EVENTS],
+    )
+    .context("Kafka changelog consumer")?;
+    let view_task = tokio::spawn(runner::run(
+        changelog,
+        Arc::new(ScheduleViewSink::new(codec.clone(), views.clone())),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let cql = Arc::new(cql);
     let backends = Backends {
         accounts: cql.clone(),
         catalog: cql,
         sessions: Arc::new(sessions),
+        schedule_reads: Arc::new(views),
         producer: Arc::new(producer),
         codec,
+        replies,
+        reply_to,
     };
     let state = ingress_state(
         &settings.http,
@@ -82,7 +124,11 @@ pub async fn run_ingress(
     )
     .await?;
     readiness.set(true);
-    serve(listener, router(state), shutdown).await
+    let served = serve(listener, router(state), shutdown).await;
+    readiness.set(false);
+    view_task.await.context("schedule read model task")??;
+    listener_task.await.context("replies listener task")?;
+    served
 }
 
 pub async fn run_sink(
@@ -117,5 +163,41 @@ pub async fn run_sink(
     readiness.set(true);
     let (ops, sink) = tokio::join!(ops, sink);
     sink.context("catalog sink")?;
+    ops
+}
+
+pub async fn run_processor(
+    settings: ProcessorSettings,
+    ops_listener: tokio::net::TcpListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let stack = &settings.stack;
+    let core = settings.schedules.core()?;
+    let client_id = format!("ticketing-processor-{}", settings.instance_id);
+    let codec = codec_and_topics(stack, &client_id).await?;
+    let stream = KafkaTransactionalStream::new(
+        &kafka(stack, &client_id),
+        &settings.group,
+        &[topics::SCHEDULES],
+        &format!("ticketing-{}-{}", settings.group, settings.instance_id),
+    )
+    .await
+    .context("Kafka transactional stream")?;
+    let metrics = Metrics::new("processor");
+    let readiness = Readiness::default();
+    let ops = serve(
+        ops_listener,
+        ops_router(metrics.clone(), readiness.clone()),
+        shutdown.clone(),
+    );
+    let processor = ScheduleProcessor::new(
+        stream,
+        codec,
+        ProcessorConfig::new(settings.instance_id.clone(), core),
+        metrics,
+    );
+    readiness.set(true);
+    let (ops, processed) = tokio::join!(ops, processor.run(shutdown));
+    processed.context("schedule processor")?;
     ops
 }

@@ -7,7 +7,7 @@ use common::*;
 use reqwest::StatusCode;
 use serde_json::json;
 use std::path::Path;
-use ticketing::settings::{DevSettings, HttpSettings};
+use ticketing::settings::{DevSettings, HttpSettings, ScheduleSettings};
 use ticketing_runtime::shutdown::{self, ShutdownTrigger};
 
 const ADMIN_EMAIL: &str = "root@example.com";
@@ -19,7 +19,21 @@ struct Running {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
+/// The waiting-room scenario's settings: small, so every rule shows.
+fn scenario_settings() -> ScheduleSettings {
+    ScheduleSettings {
+        admission_max_active: 2,
+        admission_ttl_secs: 600,
+        hold_ttl_secs: 8,
+        max_seats_per_user: SCENARIO_MAX_SEATS,
+    }
+}
+
 async fn start(dir: &Path) -> Running {
+    start_with(dir, scenario_settings()).await
+}
+
+async fn start_with(dir: &Path, schedules: ScheduleSettings) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let settings = DevSettings {
@@ -31,6 +45,8 @@ async fn start(dir: &Path) -> Running {
             phone_keys: None,
             access_ttl_secs: 900,
             refresh_ttl_secs: 3600,
+            decision_timeout_ms: 5000,
+            schedules,
         },
         data_dir: dir.to_path_buf(),
     };
@@ -70,6 +86,122 @@ async fn the_whole_api_works_in_dev_mode() {
         text.contains(r#"ticketing_consumer_lag{consumer="catalog-sink",partition="0",topic="ticketing.catalog.v1",component="dev"}"#),
         "{text}"
     );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_waiting_room_and_seat_holds_work_in_dev_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = start(dir.path()).await;
+    waiting_room_scenario(&app.api, 2, 8).await;
+    let text = app
+        .api
+        .http
+        .get(format!("{}/metrics", app.api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"ticketing_schedule_decisions_total{outcome="held",component="dev"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("ticketing_processor_transaction_seconds_bucket{"),
+        "{text}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flash_sale_sells_every_seat_at_most_once_in_dev_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = start_with(
+        dir.path(),
+        ScheduleSettings {
+            admission_max_active: 10,
+            admission_ttl_secs: 600,
+            hold_ttl_secs: 600,
+            max_seats_per_user: 2,
+        },
+    )
+    .await;
+    // More buyers than seats: the sale ends with the seats gone.
+    let (held, lucky) = flash_sale_scenario(&app.api, 40, 5, 6, 2).await;
+    assert_eq!(held, 30, "every seat found a buyer");
+    assert!(lucky >= 15, "{lucky} buyers got seats");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_survive_a_restart_and_still_expire_on_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = start(dir.path()).await;
+    let (_, _, schedule) = schedule_on_sale(&app.api, 1, 2, 100).await;
+    let buyer = sign_up_and_login(&app.api, "USER").await;
+    let (s, b) = app
+        .api
+        .post(
+            &format!("/api/v1/schedules/{schedule}/queue"),
+            Some(&buyer.access),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = app
+        .api
+        .post(
+            &format!("/api/v1/schedules/{schedule}/holds"),
+            Some(&buyer.access),
+            json!({"seats": [{"row": 1, "col": 2}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let expires_at: chrono::DateTime<chrono::Utc> =
+        b["expires_at"].as_str().unwrap().parse().unwrap();
+    app.stop().await;
+
+    let app = start(dir.path()).await;
+    // The processor rebuilt the schedule from its changelog: a rival, admitted
+    // now, cannot take the held seat, and the read model shows it HELD.
+    let rival = sign_up_and_login(&app.api, "USER").await;
+    let (s, b) = app
+        .api
+        .post(
+            &format!("/api/v1/schedules/{schedule}/queue"),
+            Some(&rival.access),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["status"].as_str()),
+        (StatusCode::CREATED, Some("ADMITTED")),
+        "{b}"
+    );
+    let (s, b) = app
+        .api
+        .post(
+            &format!("/api/v1/schedules/{schedule}/holds"),
+            Some(&rival.access),
+            json!({"seats": [{"row": 1, "col": 2}]}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::CONFLICT, Some("SEAT_UNAVAILABLE")),
+        "{b}"
+    );
+    eventually("the read model is rebuilt", 10, || async {
+        (seat_status(&app.api, &schedule, 1, 2).await == "HELD").then_some(())
+    })
+    .await;
+    eventually("the hold expires after the restart", 30, || async {
+        (seat_status(&app.api, &schedule, 1, 2).await == "AVAILABLE").then_some(())
+    })
+    .await;
+    assert!(chrono::Utc::now() >= expires_at, "not before its time");
     app.stop().await;
 }
 

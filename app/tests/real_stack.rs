@@ -12,7 +12,9 @@ use reqwest::StatusCode;
 use scylla::client::session_builder::SessionBuilder;
 use std::sync::Arc;
 use std::time::Duration;
-use ticketing::settings::{HttpSettings, IngressSettings, SinkSettings, StackSettings};
+use ticketing::settings::{
+    HttpSettings, IngressSettings, ProcessorSettings, ScheduleSettings, SinkSettings, StackSettings,
+};
 use ticketing_domain::events::{Event, EventMeta, StageCreated};
 use ticketing_domain::ids::{EventId, StageId, UserId};
 use ticketing_runtime::shutdown::{self, ShutdownTrigger};
@@ -46,6 +48,22 @@ struct Stack {
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+/// Every processor started by these tests joins one group, so they must all
+/// decide with the same settings; tests running at once share the partitions
+/// (and exercise rebalancing as they start and stop).
+const PROCESSOR_GROUP: &str = "schedule-processor-e2e";
+pub const E2E_MAX_ACTIVE: u32 = 5;
+pub const E2E_HOLD_TTL_SECS: i64 = 20;
+
+fn schedule_settings() -> ScheduleSettings {
+    ScheduleSettings {
+        admission_max_active: E2E_MAX_ACTIVE,
+        admission_ttl_secs: 600,
+        hold_ttl_secs: E2E_HOLD_TTL_SECS,
+        max_seats_per_user: SCENARIO_MAX_SEATS,
+    }
+}
+
 async fn start() -> Stack {
     let keyspace = format!("e2e_{}", unique());
     let (trigger, stop) = shutdown::channel();
@@ -60,6 +78,8 @@ async fn start() -> Stack {
             phone_keys: Some(ticketing_ingress::security::phone::PhoneCipher::generate_spec("it1")),
             access_ttl_secs: 900,
             refresh_ttl_secs: 3600,
+            decision_timeout_ms: 10_000,
+            schedules: schedule_settings(),
         },
         stack: stack(&keyspace),
     };
@@ -69,6 +89,15 @@ async fn start() -> Stack {
         stack: stack(&keyspace),
         ops_listen: ops.local_addr().unwrap(),
         group: format!("catalog-sink-{keyspace}"),
+        schedules: schedule_settings(),
+    };
+    let processor_ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let processor = ProcessorSettings {
+        stack: stack(&keyspace),
+        schedules: schedule_settings(),
+        ops_listen: processor_ops.local_addr().unwrap(),
+        group: PROCESSOR_GROUP.into(),
+        instance_id: format!("e2e-{keyspace}"),
     };
     let tasks = vec![
         tokio::spawn(ticketing::stack::run_ingress(
@@ -76,7 +105,12 @@ async fn start() -> Stack {
             listener,
             stop.clone(),
         )),
-        tokio::spawn(ticketing::stack::run_sink(sink, ops, stop)),
+        tokio::spawn(ticketing::stack::run_sink(sink, ops, stop.clone())),
+        tokio::spawn(ticketing::stack::run_processor(
+            processor,
+            processor_ops,
+            stop,
+        )),
     ];
     let api = Api::new(addr);
     api.wait_ready().await;
@@ -188,6 +222,23 @@ async fn the_whole_api_works_on_the_real_stack() {
     );
     assert!(password.starts_with("$argon2id$") && !password.contains(&catalog.seller.password));
 
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_waiting_room_and_seat_holds_work_on_the_real_stack() {
+    let stack = start().await;
+    waiting_room_scenario(&stack.api, E2E_MAX_ACTIVE, E2E_HOLD_TTL_SECS).await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flash_sale_sells_every_seat_at_most_once_on_the_real_stack() {
+    let stack = start().await;
+    let (held, lucky) =
+        flash_sale_scenario(&stack.api, 40, 5, 6, SCENARIO_MAX_SEATS as usize).await;
+    assert_eq!(held, 30, "every seat found a buyer");
+    assert!(lucky >= 15, "{lucky} buyers got seats");
     stack.stop().await;
 }
 

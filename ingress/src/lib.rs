@@ -20,9 +20,9 @@ pub mod state;
 pub use state::AppState;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
-use routes::{accounts, catalog};
+use routes::{accounts, catalog, schedules};
 use ticketing_runtime::ops_router;
 
 /// Bodies are small JSON documents; refusing large ones early keeps a flood of
@@ -50,6 +50,27 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/schedules/{schedule_id}/seats",
             get(catalog::seat_map),
+        )
+        .route(
+            "/api/v1/schedules/{schedule_id}/queue",
+            post(schedules::join_queue),
+        )
+        .route(
+            "/api/v1/schedules/{schedule_id}/queue/me",
+            get(schedules::my_queue_status).delete(schedules::leave_queue),
+        )
+        .route(
+            "/api/v1/schedules/{schedule_id}/queue/me/events",
+            get(schedules::my_queue_events),
+        )
+        .route(
+            "/api/v1/schedules/{schedule_id}/holds",
+            post(schedules::hold_seats),
+        )
+        .route("/api/v1/bookings", get(schedules::my_bookings))
+        .route(
+            "/api/v1/bookings/{booking_id}",
+            delete(schedules::release_booking),
         )
         .route("/api-docs/openapi.json", get(openapi::serve))
         .fallback(|| async { error::ApiError::not_found("NOT_FOUND", "no such route") })

@@ -1,4 +1,4 @@
-use crate::routes::{accounts, catalog};
+use crate::routes::{accounts, catalog, schedules};
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -10,10 +10,13 @@ use utoipa::{Modify, OpenApi};
         accounts::sign_up, accounts::login, accounts::refresh, accounts::logout, accounts::me,
         catalog::create_stage, catalog::create_concert, catalog::create_schedule,
         catalog::list_concerts, catalog::get_concert, catalog::seat_map,
+        schedules::join_queue, schedules::my_queue_status, schedules::my_queue_events,
+        schedules::leave_queue, schedules::hold_seats, schedules::my_bookings,
+        schedules::release_booking,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&BearerAuth),
-    tags((name = "accounts"), (name = "catalog"))
+    tags((name = "accounts"), (name = "catalog"), (name = "waiting room"), (name = "seats"))
 )]
 pub struct ApiDoc;
 

@@ -1,10 +1,11 @@
+use crate::gateway::ScheduleGateway;
 use crate::publish::EventPublisher;
 use crate::security::password::PasswordHasher;
 use crate::security::phone::PhoneCipher;
 use crate::security::tokens::TokenService;
 use std::sync::Arc;
 use ticketing_runtime::{Metrics, Readiness};
-use ticketing_storage::{AccountStore, CatalogStore, SessionStore};
+use ticketing_storage::{AccountStore, CatalogStore, ScheduleReadModel, SessionStore};
 
 /// Everything a handler may use. The engines behind the stores and the producer
 /// are chosen at start-up (embedded or real stack); handlers never know which.
@@ -14,6 +15,10 @@ pub struct AppState {
     pub catalog: Arc<dyn CatalogStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub publisher: EventPublisher,
+    /// Where queue and seat commands are decided.
+    pub schedules: Arc<dyn ScheduleGateway>,
+    /// Seat maps, queue statuses and bookings, as the processors decided them.
+    pub schedule_reads: Arc<dyn ScheduleReadModel>,
     pub passwords: PasswordHasher,
     pub phones: PhoneCipher,
     pub tokens: TokenService,

@@ -7,3 +7,4 @@
 
 pub mod catalog;
 pub mod runner;
+pub mod schedule_view;

@@ -24,7 +24,10 @@
 //! the group.
 
 use crate::partitioner::partition_for_key;
-use crate::ports::{Consumer, Delivered, OutRecord, Producer, Record, TransportError};
+use crate::ports::{
+    Consumer, Delivered, OutRecord, Producer, Record, StreamEvent, TopicPartition,
+    TransactionalStream, TransportError,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use parking_lot::{Mutex, RwLock};
@@ -134,6 +137,28 @@ enum Write {
         offset: i64,
         done: oneshot::Sender<Result<(), TransportError>>,
     },
+    /// Appends and offset commits that land in one store transaction or not
+    /// at all: a [`EmbeddedTransactionalStream`] batch.
+    Transaction {
+        appends: Vec<TxAppend>,
+        commits: Vec<TxCommit>,
+        timestamp_ms: i64,
+        done: oneshot::Sender<Result<(), TransportError>>,
+    },
+}
+
+struct TxAppend {
+    topic: String,
+    partition: i32,
+    key: String,
+    payload: Vec<u8>,
+}
+
+struct TxCommit {
+    group: String,
+    topic: String,
+    partition: i32,
+    offset: i64,
 }
 
 fn storage(context: &str, e: impl std::fmt::Display) -> TransportError {
@@ -450,6 +475,82 @@ impl Inner {
         Ok(Delivered { partition, offset })
     }
 
+    fn partition_of(&self, record: &OutRecord) -> Result<i32, TransportError> {
+        let partitions = self.partitions(&record.topic)?;
+        match record.partition {
+            None => Ok(partition_for_key(
+                record.key.as_bytes(),
+                partitions.len() as i32,
+            )),
+            Some(p) if (0..partitions.len() as i32).contains(&p) => Ok(p),
+            Some(p) => Err(TransportError::Other(format!(
+                "{} has no partition {p}",
+                record.topic
+            ))),
+        }
+    }
+
+    /// Appends `outputs` and commits `offsets` (topic, partition, next offset)
+    /// for `group`, atomically.
+    async fn transact(
+        &self,
+        group: &str,
+        outputs: Vec<OutRecord>,
+        offsets: Vec<(String, i32, i64)>,
+    ) -> Result<(), TransportError> {
+        let mut appends = Vec::with_capacity(outputs.len());
+        for record in outputs {
+            let partition = self.partition_of(&record)?;
+            appends.push(TxAppend {
+                topic: record.topic,
+                partition,
+                key: record.key,
+                payload: record.payload,
+            });
+        }
+        let timestamp = now_millis();
+        match &self.store {
+            Store::Memory => {
+                for a in appends {
+                    let log = &self.shared.topics[&a.topic][a.partition as usize];
+                    let mut records = log.records.write();
+                    records.push(Stored {
+                        key: Some(a.key),
+                        payload: a.payload,
+                        timestamp,
+                    });
+                    log.end.store(records.len() as i64, Ordering::Release);
+                }
+            }
+            Store::Disk(disk) => {
+                let (done, acked) = oneshot::channel();
+                disk.send(Write::Transaction {
+                    appends,
+                    commits: offsets
+                        .iter()
+                        .map(|(topic, partition, offset)| TxCommit {
+                            group: group.to_string(),
+                            topic: topic.clone(),
+                            partition: *partition,
+                            offset: *offset,
+                        })
+                        .collect(),
+                    timestamp_ms: timestamp.timestamp_millis(),
+                    done,
+                })?;
+                acked.await.map_err(|_| writer_gone())??;
+            }
+        }
+        let mut groups = self.groups.lock();
+        let state = groups.entry(group.to_string()).or_default();
+        for (topic, partition, offset) in offsets {
+            state.committed.insert((topic, partition), offset);
+        }
+        drop(groups);
+        self.shared.appended.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(())
+    }
+
     async fn read(
         &self,
         topic: &str,
@@ -591,7 +692,7 @@ fn write_loop(db: &Database, shared: &Shared, queue: &mpsc::Receiver<Write>) {
                             let offset = offsets.next().expect("one offset per append");
                             let _ = done.send(Ok(offset));
                         }
-                        Write::Commit { done, .. } => {
+                        Write::Commit { done, .. } | Write::Transaction { done, .. } => {
                             let _ = done.send(Ok(()));
                         }
                     }
@@ -608,7 +709,7 @@ fn write_loop(db: &Database, shared: &Shared, queue: &mpsc::Receiver<Write>) {
                         Write::Append { done, .. } => {
                             let _ = done.send(Err(error()));
                         }
-                        Write::Commit { done, .. } => {
+                        Write::Commit { done, .. } | Write::Transaction { done, .. } => {
                             let _ = done.send(Err(error()));
                         }
                     }
@@ -664,6 +765,33 @@ fn write_batch<'a>(
                     ..
                 } => {
                     committed.insert((group.as_str(), topic.as_str(), *partition), *offset)?;
+                }
+                Write::Transaction {
+                    appends,
+                    commits,
+                    timestamp_ms,
+                    ..
+                } => {
+                    // The whole batch is one redb transaction, so these land
+                    // together with everything else in it, or not at all.
+                    for a in appends {
+                        let end =
+                            ends.entry((a.topic.as_str(), a.partition))
+                                .or_insert_with(|| {
+                                    shared.topics[&a.topic][a.partition as usize]
+                                        .end
+                                        .load(Ordering::Acquire)
+                                });
+                        records.insert(
+                            (a.topic.as_str(), a.partition, *end),
+                            (*timestamp_ms, Some(a.key.as_str()), a.payload.as_slice()),
+                        )?;
+                        *end += 1;
+                    }
+                    for c in commits {
+                        committed
+                            .insert((c.group.as_str(), c.topic.as_str(), c.partition), c.offset)?;
+                    }
                 }
             }
         }
@@ -825,6 +953,172 @@ impl Consumer for EmbeddedConsumer {
 impl Drop for EmbeddedConsumer {
     fn drop(&mut self) {
         self.release();
+    }
+}
+
+impl EmbeddedLog {
+    /// The transactional member of `group` over every partition of `topics`
+    /// (see [`TransactionalStream`]). Like [`EmbeddedLog::consumer`], one
+    /// member per group: there is no rebalancing here, so its first event
+    /// assigns it everything.
+    pub fn transactional_stream(
+        &self,
+        group: &str,
+        topics: &[&str],
+    ) -> Result<EmbeddedTransactionalStream, TransportError> {
+        let consumer = self.consumer(group, topics)?;
+        let owned = consumer
+            .assigned
+            .iter()
+            .map(|a| TopicPartition {
+                topic: a.topic.clone(),
+                partition: a.partition,
+            })
+            .collect();
+        Ok(EmbeddedTransactionalStream {
+            consumer,
+            events: VecDeque::from([StreamEvent::Assigned(owned)]),
+        })
+    }
+}
+
+/// Consume-decide-produce over the embedded log: a batch's outputs and its
+/// input offsets are one store transaction (see [`TransactionalStream`]).
+pub struct EmbeddedTransactionalStream {
+    /// Its reading half: the group's one consumer, whose position this stream
+    /// moves and rewinds.
+    consumer: EmbeddedConsumer,
+    events: VecDeque<StreamEvent>,
+}
+
+impl EmbeddedTransactionalStream {
+    fn owned(&self) -> Vec<TopicPartition> {
+        self.consumer
+            .assigned
+            .iter()
+            .map(|a| TopicPartition {
+                topic: a.topic.clone(),
+                partition: a.partition,
+            })
+            .collect()
+    }
+
+    /// Back to the last commit: what was handed out since is handed out again,
+    /// after the processor has rebuilt its state.
+    fn rewind(&mut self) {
+        let committed = self
+            .consumer
+            .inner
+            .groups
+            .lock()
+            .get(&self.consumer.group)
+            .map(|g| g.committed.clone())
+            .unwrap_or_default();
+        for a in &mut self.consumer.assigned {
+            a.fetched = committed
+                .get(&(a.topic.clone(), a.partition))
+                .copied()
+                .unwrap_or(0);
+            a.buffer.clear();
+        }
+        let owned = self.owned();
+        self.events.push_back(StreamEvent::Revoked(owned.clone()));
+        self.events.push_back(StreamEvent::Assigned(owned));
+    }
+}
+
+#[async_trait]
+impl TransactionalStream for EmbeddedTransactionalStream {
+    async fn next(
+        &mut self,
+        max: usize,
+        wait: std::time::Duration,
+    ) -> Result<StreamEvent, TransportError> {
+        if let Some(event) = self.events.pop_front() {
+            return Ok(event);
+        }
+        if self.consumer.closed {
+            return Err(TransportError::Closed);
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut batch = Vec::new();
+        loop {
+            self.consumer.appended.borrow_and_update();
+            while batch.len() < max.max(1) {
+                match self.consumer.next_ready().await? {
+                    Some(record) => batch.push(record),
+                    None => break,
+                }
+            }
+            if !batch.is_empty() {
+                return Ok(StreamEvent::Records(batch));
+            }
+            match tokio::time::timeout_at(deadline, self.consumer.appended.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(TransportError::Closed),
+                Err(_) => return Ok(StreamEvent::Records(batch)),
+            }
+        }
+    }
+
+    async fn commit(
+        &mut self,
+        outputs: Vec<OutRecord>,
+        consumed: &[Record],
+    ) -> Result<(), TransportError> {
+        if self.consumer.closed {
+            return Err(TransportError::Closed);
+        }
+        let mut next: HashMap<(String, i32), i64> = HashMap::new();
+        for r in consumed {
+            let e = next.entry((r.topic.clone(), r.partition)).or_insert(0);
+            *e = (*e).max(r.offset + 1);
+        }
+        let offsets = next.into_iter().map(|((t, p), o)| (t, p, o)).collect();
+        let result = self
+            .consumer
+            .inner
+            .transact(&self.consumer.group, outputs, offsets)
+            .await;
+        if result.is_err() {
+            self.rewind();
+        }
+        result
+    }
+
+    async fn read_partition(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Vec<Record>, TransportError> {
+        let inner = &self.consumer.inner;
+        let log = inner
+            .partitions(topic)?
+            .get(partition as usize)
+            .cloned()
+            .ok_or_else(|| {
+                TransportError::Other(format!("{topic} has no partition {partition}"))
+            })?;
+        let end = log.end.load(Ordering::Acquire);
+        let mut out = Vec::with_capacity(end as usize);
+        while (out.len() as i64) < end {
+            let chunk = inner.read(topic, &log, partition, out.len() as i64).await?;
+            if chunk.is_empty() {
+                break;
+            }
+            out.extend(chunk);
+        }
+        out.truncate(end as usize);
+        Ok(out)
+    }
+
+    async fn close(&mut self) -> Result<(), TransportError> {
+        self.consumer.release();
+        Ok(())
+    }
+
+    async fn lag(&self) -> Result<Vec<(String, i32, i64)>, TransportError> {
+        Ok(self.consumer.lag())
     }
 }
 

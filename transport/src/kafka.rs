@@ -15,6 +15,8 @@
 //! on tokio's blocking pool, never on a runtime worker.
 
 use crate::ports::{Consumer, Delivered, OutRecord, Producer, Record, TransportError};
+
+mod transactional;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
@@ -31,6 +33,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+pub use transactional::KafkaTransactionalStream;
 
 /// How long a broker round trip made on the blocking pool may take.
 const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);

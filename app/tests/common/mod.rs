@@ -42,6 +42,67 @@ impl Api {
         read(req.send().await.expect("request sent")).await
     }
 
+    /// A POST with an `Idempotency-Key`.
+    pub async fn post_keyed(
+        &self,
+        path: &str,
+        token: &str,
+        key: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("idempotency-key", key)
+            .json(&body);
+        read(req.send().await.expect("request sent")).await
+    }
+
+    /// A command (POST with a body, or DELETE without) that is retried with the
+    /// same `Idempotency-Key` while the answer is 503: what a client does while
+    /// a processor restarts. Gives up after about a minute.
+    pub async fn command(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let key = Uuid::new_v4().to_string();
+        for _ in 0..120 {
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .bearer_auth(token)
+                .header("idempotency-key", &key);
+            if let Some(b) = &body {
+                req = req.json(b);
+            }
+            let (s, b) = read(req.send().await.expect("request sent")).await;
+            if s != StatusCode::SERVICE_UNAVAILABLE {
+                return (s, b);
+            }
+            if b["code"] == "DECISION_PENDING" {
+                assert_eq!(
+                    b["command_id"],
+                    key.as_str(),
+                    "retry with the key the client sent"
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        panic!("{path} never answered");
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut req = self.http.delete(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        read(req.send().await.expect("request sent")).await
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
         let mut req = self.http.get(format!("{}{path}", self.base));
         if let Some(t) = token {
@@ -481,4 +542,559 @@ pub async fn ops_scenario(api: &Api) {
     }
     let (s, b) = api.get("/api/v1/nowhere", None).await;
     assert_error(s, &b, StatusCode::NOT_FOUND, "NOT_FOUND");
+}
+
+/// Polls `probe` until it returns `Some`, or panics with `what` after `secs`.
+/// Read models follow the processor by a moment; tests wait for them instead
+/// of sleeping a fixed time.
+pub async fn eventually<T, F, Fut>(what: &str, secs: u64, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A seller's schedule of `rows` x `cols` seats, on sale at once.
+pub async fn schedule_on_sale(
+    api: &Api,
+    rows: u32,
+    cols: u32,
+    price: i64,
+) -> (Account, String, String) {
+    let seller = sign_up_and_login(api, "SELLER").await;
+    let t = Some(seller.access.as_str());
+    let (s, b) = api
+        .post(
+            "/api/v1/stages",
+            t,
+            json!({"name": "Arena", "location": "Seoul", "rows": rows, "cols": cols}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let stage_id = b["stage_id"].as_str().unwrap().to_string();
+    let (s, b) = api
+        .post("/api/v1/concerts", t, json!({"stage_id": stage_id, "concert_name": "Flash", "runtime": 90,
+            "start_date": "2030-05-01", "end_date": "2030-05-03", "price": price, "concert_image": "https://img.example.com/f.png"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let concert_id = b["concert_id"].as_str().unwrap().to_string();
+    let (s, b) = api
+        .post(
+            &format!("/api/v1/concerts/{concert_id}/schedules"),
+            t,
+            json!({"concert_date": "2030-05-02", "concert_time": "19:30"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    (
+        seller,
+        concert_id,
+        b["schedule_id"].as_str().unwrap().to_string(),
+    )
+}
+
+pub async fn seat_statuses(api: &Api, schedule: &str) -> Vec<(u64, u64, String)> {
+    let (s, b) = api
+        .get(&format!("/api/v1/schedules/{schedule}/seats"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    b["seats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["row"].as_u64().unwrap(),
+                x["col"].as_u64().unwrap(),
+                x["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+pub async fn seat_status(api: &Api, schedule: &str, row: u64, col: u64) -> String {
+    seat_statuses(api, schedule)
+        .await
+        .into_iter()
+        .find(|(r, c, _)| (*r, *c) == (row, col))
+        .map(|(_, _, st)| st)
+        .expect("seat on the map")
+}
+
+pub async fn bookings(api: &Api, token: &str) -> Vec<Value> {
+    let (s, b) = api.get("/api/v1/bookings", Some(token)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    b["items"].as_array().unwrap().clone()
+}
+
+/// The per-buyer seat limit the waiting-room scenario is written for.
+pub const SCENARIO_MAX_SEATS: u32 = 4;
+
+/// The waiting room and seat holds through HTTP, every status and error code
+/// of the contract, on a platform started with these settings (and
+/// `SCENARIO_MAX_SEATS`).
+pub async fn waiting_room_scenario(api: &Api, max_active: u32, hold_ttl_secs: i64) {
+    assert!(max_active >= 2, "the scenario admits two buyers it names");
+    let (_, concert_id, schedule) = schedule_on_sale(api, 2, 3, 5000).await;
+    let queue = format!("/api/v1/schedules/{schedule}/queue");
+    let me = format!("{queue}/me");
+    let holds = format!("/api/v1/schedules/{schedule}/holds");
+    let a = sign_up_and_login(api, "USER").await;
+    let b = sign_up_and_login(api, "USER").await;
+    let c = sign_up_and_login(api, "USER").await;
+
+    // Unknown schedule, no token, bad id.
+    let (s, body) = api
+        .post(
+            &format!("/api/v1/schedules/{}/queue", Uuid::new_v4()),
+            Some(&a.access),
+            json!({}),
+        )
+        .await;
+    assert_error(s, &body, StatusCode::NOT_FOUND, "SCHEDULE_NOT_FOUND");
+    let (s, body) = api.post(&queue, None, json!({})).await;
+    assert_error(s, &body, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED");
+    let (s, body) = api
+        .get(
+            &format!("/api/v1/schedules/{}/queue/me", Uuid::new_v4()),
+            Some(&a.access),
+        )
+        .await;
+    assert_error(s, &body, StatusCode::NOT_FOUND, "SCHEDULE_NOT_FOUND");
+
+    // Joining: first come, first served, at most MAX_ACTIVE admitted.
+    let (s, body) = api.post(&queue, Some(&a.access), json!({})).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        (body["status"].as_str(), body["position"].as_u64()),
+        (Some("ADMITTED"), Some(1)),
+        "{body}"
+    );
+    assert!(body["admitted_until"].is_string(), "{body}");
+    let (s, body) = api.post(&queue, Some(&b.access), json!({})).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        (body["status"].as_str(), body["position"].as_u64()),
+        (Some("ADMITTED"), Some(2)),
+        "{body}"
+    );
+    for _ in 2..max_active {
+        let filler = sign_up_and_login(api, "USER").await;
+        let (s, body) = api.post(&queue, Some(&filler.access), json!({})).await;
+        assert_eq!(
+            (s, body["status"].as_str()),
+            (StatusCode::CREATED, Some("ADMITTED")),
+            "{body}"
+        );
+    }
+    let c_position = u64::from(max_active) + 1;
+    let (s, body) = api.post(&queue, Some(&c.access), json!({})).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(body["status"], "WAITING", "{body}");
+    assert_eq!(
+        (body["position"].as_u64(), body["ahead"].as_u64()),
+        (Some(c_position), Some(0)),
+        "{body}"
+    );
+    assert!(body["eta_seconds"].as_u64().unwrap() > 0, "{body}");
+    // Joining twice keeps the first position (200 once the read model saw it).
+    eventually("c's status in the read model", 10, || async {
+        let (s, body) = api.get(&me, Some(&c.access)).await;
+        (s == StatusCode::OK && body["status"] == "WAITING").then_some(())
+    })
+    .await;
+    let (s, body) = api.post(&queue, Some(&c.access), json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["position"].as_u64(), Some(c_position), "{body}");
+
+    // Live updates: the first SSE event is the status now.
+    let sse = api
+        .http
+        .get(format!("{}{me}/events", api.base))
+        .bearer_auth(&c.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), StatusCode::OK);
+    assert!(sse.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut sse = sse;
+    let mut text = String::new();
+    while !text.contains("\n\n") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), sse.chunk())
+            .await
+            .expect("an SSE event in time")
+            .unwrap()
+            .expect("the stream stays open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.contains("event: queue"), "{text}");
+    assert!(text.contains("\"status\":\"WAITING\""), "{text}");
+
+    // Holds: only the admitted, all or nothing, within the limits.
+    let (s, body) = api
+        .post(
+            &holds,
+            Some(&c.access),
+            json!({"seats": [{"row": 1, "col": 1}]}),
+        )
+        .await;
+    assert_error(s, &body, StatusCode::FORBIDDEN, "NOT_ADMITTED");
+    let (s, body) = api
+        .post(
+            &holds,
+            Some(&a.access),
+            json!({"seats": [{"row": 1, "col": 1}, {"row": 1, "col": 2}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let a_bookings: Vec<String> = body["booking_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(a_bookings.len(), 2);
+    assert!(body["expires_at"].is_string(), "{body}");
+    let (s, body) = api
+        .post(
+            &holds,
+            Some(&b.access),
+            json!({"seats": [{"row": 2, "col": 1}, {"row": 1, "col": 2}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "SEAT_UNAVAILABLE");
+    assert_eq!(body["seats"], json!([{"row": 1, "col": 2}]), "{body}");
+    let (s, body) = api
+        .post(
+            &holds,
+            Some(&b.access),
+            json!({"seats": [{"row": 3, "col": 1}]}),
+        )
+        .await;
+    assert_error(s, &body, StatusCode::BAD_REQUEST, "INVALID_SEAT");
+    let (s, body) = api
+        .post(
+            &holds,
+            Some(&b.access),
+            json!({"seats": [{"row": 2, "col": 1}, {"row": 2, "col": 1}]}),
+        )
+        .await;
+    assert_error(s, &body, StatusCode::BAD_REQUEST, "DUPLICATE_SEAT");
+    let (s, body) = api
+        .post(&holds, Some(&b.access), json!({"seats": []}))
+        .await;
+    assert_error(s, &body, StatusCode::BAD_REQUEST, "INVALID_HOLD");
+    let (s, body) = api
+        .post(
+            &holds,
+            Some(&b.access),
+            json!({"seats": [{"row": -1, "col": 1}]}),
+        )
+        .await;
+    assert_error(s, &body, StatusCode::BAD_REQUEST, "MALFORMED_BODY");
+    let (s, body) = api
+        .post(
+            &holds,
+            Some(&a.access),
+            json!({"seats": [{"row": 2, "col": 1}, {"row": 2, "col": 2}, {"row": 2, "col": 3}]}),
+        )
+        .await;
+    assert_error(s, &body, StatusCode::UNPROCESSABLE_ENTITY, "SEAT_LIMIT");
+
+    // A retried request (same Idempotency-Key) is the same hold, not a second one.
+    let key = Uuid::new_v4().to_string();
+    let (s, first) = api
+        .post_keyed(
+            &holds,
+            &b.access,
+            &key,
+            json!({"seats": [{"row": 2, "col": 3}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    let (s, again) = api
+        .post_keyed(
+            &holds,
+            &b.access,
+            &key,
+            json!({"seats": [{"row": 2, "col": 3}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{again}");
+    assert_eq!(first["booking_ids"], again["booking_ids"]);
+    let (s, body) = api
+        .post_keyed(
+            &holds,
+            &b.access,
+            "not-a-uuid",
+            json!({"seats": [{"row": 2, "col": 2}]}),
+        )
+        .await;
+    assert_error(s, &body, StatusCode::BAD_REQUEST, "INVALID_IDEMPOTENCY_KEY");
+
+    // The read models: the seat map and the buyer's bookings.
+    eventually("held seats on the map", 10, || async {
+        let seats = seat_statuses(api, &schedule).await;
+        let held: Vec<_> = seats
+            .iter()
+            .filter(|x| x.2 == "HELD")
+            .map(|x| (x.0, x.1))
+            .collect();
+        (held == vec![(1, 1), (1, 2), (2, 3)]).then_some(())
+    })
+    .await;
+    let mine = eventually("a's bookings", 10, || async {
+        let items = bookings(api, &a.access).await;
+        (items.len() == 2).then_some(items)
+    })
+    .await;
+    for item in &mine {
+        assert_eq!(item["status"], "PENDING", "{item}");
+        assert_eq!(item["schedule_id"], schedule.as_str());
+        assert_eq!(item["concert_id"], concert_id.as_str());
+        assert_eq!(item["price"], 5000);
+        assert!(
+            a_bookings.contains(&item["booking_id"].as_str().unwrap().to_string()),
+            "{item}"
+        );
+    }
+    assert!(bookings(api, &c.access).await.is_empty());
+
+    // Releasing: only the owner, only a pending hold.
+    let release = format!("/api/v1/bookings/{}", a_bookings[0]);
+    let (s, body) = api.delete(&release, Some(&b.access)).await;
+    assert_error(s, &body, StatusCode::FORBIDDEN, "NOT_OWNER");
+    let (s, body) = api
+        .delete(
+            &format!("/api/v1/bookings/{}", Uuid::new_v4()),
+            Some(&a.access),
+        )
+        .await;
+    assert_error(s, &body, StatusCode::NOT_FOUND, "BOOKING_NOT_FOUND");
+    let (s, body) = api.delete(&release, Some(&a.access)).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    let released_seat = eventually("the released booking is CANCELLED", 10, || async {
+        bookings(api, &a.access)
+            .await
+            .into_iter()
+            .find(|i| i["booking_id"] == a_bookings[0].as_str() && i["status"] == "CANCELLED")
+    })
+    .await;
+    let (row, col) = (
+        released_seat["row"].as_u64().unwrap(),
+        released_seat["col"].as_u64().unwrap(),
+    );
+    eventually("the released seat is AVAILABLE", 10, || async {
+        (seat_status(api, &schedule, row, col).await == "AVAILABLE").then_some(())
+    })
+    .await;
+    let (s, body) = api.delete(&release, Some(&a.access)).await;
+    assert_error(s, &body, StatusCode::CONFLICT, "BOOKING_NOT_PENDING");
+
+    // Leaving frees the slot for the next in line.
+    let (s, body) = api.delete(&me, Some(&a.access)).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    eventually("c is admitted after a leaves", 10, || async {
+        let (_, body) = api.get(&me, Some(&c.access)).await;
+        (body["status"] == "ADMITTED").then_some(())
+    })
+    .await;
+    let (s, body) = api.get(&me, Some(&a.access)).await;
+    assert_eq!(
+        (s, body["status"].as_str()),
+        (StatusCode::OK, Some("LEFT")),
+        "{body}"
+    );
+    let (s, body) = api
+        .post(
+            &holds,
+            Some(&a.access),
+            json!({"seats": [{"row": 2, "col": 1}]}),
+        )
+        .await;
+    assert_error(s, &body, StatusCode::FORBIDDEN, "NOT_ADMITTED");
+
+    // Every hold expires on time: a's remaining seat and b's go back on sale
+    // with nobody touching the schedule (the processor's clock fires them).
+    eventually(
+        "holds expire",
+        u64::try_from(hold_ttl_secs).unwrap() + 20,
+        || async {
+            let seats = seat_statuses(api, &schedule).await;
+            seats.iter().all(|x| x.2 == "AVAILABLE").then_some(())
+        },
+    )
+    .await;
+    let expired = eventually("expired bookings are CANCELLED", 10, || async {
+        let items = bookings(api, &b.access).await;
+        (items.len() == 1 && items[0]["status"] == "CANCELLED").then_some(items)
+    })
+    .await;
+    assert!(
+        expired[0].get("expires_at").is_none(),
+        "a cancelled booking has no expiry: {}",
+        expired[0]
+    );
+}
+
+/// Many buyers at once: everyone joins, the admitted hold random seats and
+/// leave, until no seat is left. Returns (seats held, buyers who got one).
+/// Panics if any seat is held twice or a buyer holds more than the limit.
+pub async fn flash_sale_scenario(
+    api: &Api,
+    buyers: usize,
+    rows: u32,
+    cols: u32,
+    max_seats: usize,
+) -> (usize, usize) {
+    let (_, _, schedule) = schedule_on_sale(api, rows, cols, 1000).await;
+    let accounts = buyers_for(api, buyers).await;
+    let held = run_buyers(api, &schedule, &accounts).await;
+    let total: usize = held.iter().sum();
+    assert_not_oversold(api, &schedule, &accounts, total, max_seats).await;
+    (total, held.iter().filter(|h| **h > 0).count())
+}
+
+pub async fn buyers_for(api: &Api, n: usize) -> Vec<Account> {
+    let mut accounts = Vec::new();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(8) {
+        let made =
+            futures::future::join_all(chunk.iter().map(|_| sign_up_and_login(api, "USER"))).await;
+        accounts.extend(made);
+    }
+    accounts
+}
+
+/// Every buyer at once: join, wait for admission, hold 1 or 2 random free
+/// seats (retrying on SEAT_UNAVAILABLE), leave. Commands are retried with
+/// their Idempotency-Key on 503, so a processor restart is survived. Returns
+/// the seats each buyer holds.
+pub async fn run_buyers(api: &Api, schedule: &str, accounts: &[Account]) -> Vec<usize> {
+    let tasks = accounts.iter().enumerate().map(|(i, buyer)| async move {
+        let queue = format!("/api/v1/schedules/{schedule}/queue");
+        let (s, body) = api
+            .command(
+                reqwest::Method::POST,
+                &queue,
+                &buyer.access,
+                Some(json!({})),
+            )
+            .await;
+        assert!(
+            s == StatusCode::CREATED || s == StatusCode::OK,
+            "{s} {body}"
+        );
+        loop {
+            let (_, body) = api.get(&format!("{queue}/me"), Some(&buyer.access)).await;
+            match body["status"].as_str() {
+                Some("ADMITTED") => break,
+                Some("WAITING") | Some("NOT_IN_QUEUE") => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await
+                }
+                other => panic!("unexpected queue status {other:?}: {body}"),
+            }
+        }
+        let mut held = 0;
+        for attempt in 0..20 {
+            let free: Vec<_> = seat_statuses(api, schedule)
+                .await
+                .into_iter()
+                .filter(|x| x.2 == "AVAILABLE")
+                .collect();
+            if free.is_empty() {
+                break;
+            }
+            let want = 1 + (i + attempt) % 2;
+            let pick: Vec<_> = free
+                .iter()
+                .cycle()
+                .skip((i * 7 + attempt) % free.len())
+                .take(want.min(free.len()))
+                .map(|x| json!({"row": x.0, "col": x.1}))
+                .collect();
+            let (s, body) = api
+                .command(
+                    reqwest::Method::POST,
+                    &format!("/api/v1/schedules/{schedule}/holds"),
+                    &buyer.access,
+                    Some(json!({"seats": pick})),
+                )
+                .await;
+            match s {
+                StatusCode::CREATED => {
+                    held = body["booking_ids"].as_array().unwrap().len();
+                    break;
+                }
+                StatusCode::CONFLICT => assert_eq!(body["code"], "SEAT_UNAVAILABLE", "{body}"),
+                other => panic!("hold answered {other}: {body}"),
+            }
+        }
+        let (s, body) = api
+            .command(
+                reqwest::Method::DELETE,
+                &format!("{queue}/me"),
+                &buyer.access,
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+        held
+    });
+    futures::future::join_all(tasks).await
+}
+
+/// Nothing oversold: the map shows exactly `total` HELD seats (waited for: the
+/// read model follows the processor), every live booking has its own seat,
+/// and nobody is over the limit.
+pub async fn assert_not_oversold(
+    api: &Api,
+    schedule: &str,
+    accounts: &[Account],
+    total: usize,
+    max_seats: usize,
+) {
+    eventually("the map shows every successful hold", 15, || async {
+        let held = seat_statuses(api, schedule)
+            .await
+            .into_iter()
+            .filter(|x| x.2 == "HELD")
+            .count();
+        (held == total).then_some(())
+    })
+    .await;
+    let mut owners = std::collections::HashMap::new();
+    for buyer in accounts {
+        let live: Vec<Value> = bookings(api, &buyer.access)
+            .await
+            .into_iter()
+            .filter(|i| i["status"] == "PENDING" && i["schedule_id"] == schedule)
+            .collect();
+        assert!(live.len() <= max_seats, "a buyer over the limit: {live:?}");
+        for b in live {
+            let seat = (b["row"].as_u64().unwrap(), b["col"].as_u64().unwrap());
+            if let Some(prev) = owners.insert(seat, buyer.user_id.clone()) {
+                panic!("seat {seat:?} held by {prev} and {}", buyer.user_id);
+            }
+        }
+    }
+    assert_eq!(
+        owners.len(),
+        total,
+        "every successful hold is a live booking"
+    );
 }

@@ -416,8 +416,8 @@ pub async fn get_concert(
     }))
 }
 
-/// The seat map of a schedule. Until seat holds exist (the schedule processor),
-/// every seat of the stage is AVAILABLE.
+/// The seat map of a schedule, from the read model the schedule processor
+/// feeds: AVAILABLE, HELD or SOLD per seat. It never asks the processor.
 #[utoipa::path(get, path = "/api/v1/schedules/{schedule_id}/seats", tag = "catalog", params(("schedule_id" = Uuid, Path)),
     responses((status = 200, body = SeatMap), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn seat_map(
@@ -442,13 +442,21 @@ pub async fn seat_map(
         .await?
         .ok_or_else(not_found)?;
     let (rows, cols) = (stage.grid.rows(), stage.grid.cols());
+    // Until its processor has taken the schedule in, every seat is on sale.
+    let decided = s.schedule_reads.seat_map(schedule.schedule_id).await?;
+    let status = |i: usize| {
+        decided
+            .as_ref()
+            .and_then(|m| m.seats.get(i).copied())
+            .unwrap_or(SeatStatus::Available)
+    };
     let seats = (1..=rows)
-        .flat_map(|row| {
-            (1..=cols).map(move |col| SeatView {
-                row,
-                col,
-                status: SeatStatus::Available,
-            })
+        .flat_map(|row| (1..=cols).map(move |col| (row, col)))
+        .enumerate()
+        .map(|(i, (row, col))| SeatView {
+            row,
+            col,
+            status: status(i),
         })
         .collect();
     Ok(Json(SeatMap { rows, cols, seats }))

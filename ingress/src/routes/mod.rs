@@ -1,6 +1,7 @@
 pub mod accounts;
 pub mod catalog;
 pub mod schedule_replies;
+pub mod schedules;
 
 use chrono::Utc;
 use ticketing_domain::events::EventMeta;

@@ -3,7 +3,9 @@
 //! branch is tested without a processor.
 
 use crate::error::ApiError;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use ticketing_domain::schedule::{QueueStatus, Rejection, Reply, SeatRef};
@@ -87,6 +89,38 @@ pub enum Answer {
     NoContent,
     SeatsTaken(SeatsTaken),
     Error(ApiError),
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        match self {
+            Answer::Queue(status, view) => (status, Json(view)).into_response(),
+            Answer::Held(view) => (StatusCode::CREATED, Json(view)).into_response(),
+            Answer::NoContent => StatusCode::NO_CONTENT.into_response(),
+            Answer::SeatsTaken(body) => (StatusCode::CONFLICT, Json(body)).into_response(),
+            Answer::Error(e) => e.into_response(),
+        }
+    }
+}
+
+/// The body of a 503 `DECISION_PENDING`: the processor has not answered in
+/// time. Sending the request again with `Idempotency-Key: <command_id>` is
+/// safe: it is the same command, decided at most once.
+#[derive(Debug, Serialize, ToSchema, PartialEq, Eq)]
+pub struct DecisionPending {
+    pub code: &'static str,
+    pub message: String,
+    pub command_id: Uuid,
+}
+
+impl IntoResponse for DecisionPending {
+    fn into_response(self) -> Response {
+        let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(self)).into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response
+    }
 }
 
 fn seat_views(seats: &[SeatRef]) -> Vec<SeatView> {

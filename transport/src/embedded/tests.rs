@@ -374,3 +374,166 @@ async fn a_cancelled_recv_loses_nothing() {
     seen.sort_unstable();
     assert_eq!(seen, (0..600).collect::<Vec<_>>());
 }
+
+// ---- the transactional stream --------------------------------------------
+
+/// Reads records until `n` have come (or panics after a while).
+async fn records(stream: &mut EmbeddedTransactionalStream, n: usize) -> Vec<Record> {
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        match stream
+            .next(n - got.len(), Duration::from_millis(50))
+            .await
+            .unwrap()
+        {
+            StreamEvent::Records(r) => got.extend(r),
+            other => panic!("unexpected {other:?}"),
+        }
+        if got.len() == n {
+            return got;
+        }
+    }
+    panic!("only {} of {n} records came", got.len());
+}
+
+async fn assigned(stream: &mut EmbeddedTransactionalStream) -> Vec<TopicPartition> {
+    match stream.next(10, Duration::from_millis(10)).await.unwrap() {
+        StreamEvent::Assigned(tps) => tps,
+        other => panic!("expected Assigned, got {other:?}"),
+    }
+}
+
+async fn exactly_once_batches(log: &EmbeddedLog) {
+    let producer = log.producer();
+    for i in 0..3 {
+        producer
+            .send(out(A, &format!("k{i}"), &format!("in-{i}")))
+            .await
+            .unwrap();
+    }
+    let mut stream = log.transactional_stream("proc", &[A]).unwrap();
+    let owned = assigned(&mut stream).await;
+    assert_eq!(
+        owned.len(),
+        TOPIC_A_PARTITIONS as usize,
+        "one member owns every partition"
+    );
+    assert!(
+        stream.read_partition(B, 0).await.unwrap().is_empty(),
+        "an empty changelog"
+    );
+
+    // A batch decided and committed: its outputs appear with its offsets.
+    let batch = records(&mut stream, 3).await;
+    let outputs = vec![
+        OutRecord {
+            partition: Some(1),
+            ..out(B, "x", "out-1")
+        },
+        OutRecord {
+            partition: Some(1),
+            ..out(B, "x", "out-2")
+        },
+    ];
+    stream.commit(outputs, &batch).await.unwrap();
+    let changelog: Vec<String> = stream
+        .read_partition(B, 1)
+        .await
+        .unwrap()
+        .iter()
+        .map(text)
+        .collect();
+    assert_eq!(changelog, ["out-1", "out-2"]);
+    assert!(stream
+        .lag()
+        .await
+        .unwrap()
+        .iter()
+        .all(|(_, _, lag)| *lag == 0));
+
+    // A batch decided but never committed (the process dies): nothing of it
+    // is visible, and its input comes again to the next member.
+    producer.send(out(A, "k9", "in-9")).await.unwrap();
+    let lost = records(&mut stream, 1).await;
+    assert_eq!(text(&lost[0]), "in-9");
+    drop(stream);
+    let mut stream = log.transactional_stream("proc", &[A]).unwrap();
+    assigned(&mut stream).await;
+    let again = records(&mut stream, 1).await;
+    assert_eq!(
+        (text(&again[0]), again[0].offset),
+        ("in-9".into(), lost[0].offset)
+    );
+    assert_eq!(stream.read_partition(B, 1).await.unwrap().len(), 2);
+    stream
+        .commit(vec![out(B, "y", "out-9")], &again)
+        .await
+        .unwrap();
+    match stream.next(10, Duration::from_millis(50)).await.unwrap() {
+        StreamEvent::Records(r) => assert!(r.is_empty(), "everything was committed: {r:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn transactional_batches_commit_outputs_with_offsets_in_memory() {
+    exactly_once_batches(&EmbeddedLog::in_memory(TOPICS)).await;
+}
+
+#[tokio::test]
+async fn transactional_batches_commit_outputs_with_offsets_on_disk_and_survive_a_reopen() {
+    let dir = TempDir::new().unwrap();
+    {
+        let log = EmbeddedLog::open(dir.path(), TOPICS).unwrap();
+        exactly_once_batches(&log).await;
+    }
+    let log = EmbeddedLog::open(dir.path(), TOPICS).unwrap();
+    let mut stream = log.transactional_stream("proc", &[A]).unwrap();
+    assigned(&mut stream).await;
+    match stream.next(10, Duration::from_millis(50)).await.unwrap() {
+        StreamEvent::Records(r) => assert!(r.is_empty(), "offsets survived: {r:?}"),
+        other => panic!("{other:?}"),
+    }
+    let changelog: Vec<String> = stream
+        .read_partition(B, 1)
+        .await
+        .unwrap()
+        .iter()
+        .map(text)
+        .collect();
+    assert_eq!(changelog, ["out-1", "out-2"]);
+}
+
+#[tokio::test]
+async fn a_failed_commit_shows_nothing_and_rewinds_through_revoke_and_assign() {
+    let log = EmbeddedLog::in_memory(TOPICS);
+    log.producer().send(out(A, "k", "in")).await.unwrap();
+    let mut stream = log.transactional_stream("proc", &[A]).unwrap();
+    assigned(&mut stream).await;
+    let batch = records(&mut stream, 1).await;
+    // An output to an undeclared topic fails the whole batch.
+    let err = stream
+        .commit(
+            vec![out(B, "x", "fine"), out("nowhere", "x", "bad")],
+            &batch,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::UnknownTopic(_)), "{err:?}");
+    for p in 0..TOPIC_B_PARTITIONS {
+        assert!(
+            stream.read_partition(B, p).await.unwrap().is_empty(),
+            "nothing of the batch is visible"
+        );
+    }
+    assert!(matches!(
+        stream.next(10, Duration::from_millis(10)).await.unwrap(),
+        StreamEvent::Revoked(_)
+    ));
+    assigned(&mut stream).await;
+    let again = records(&mut stream, 1).await;
+    assert_eq!(
+        again[0].offset, batch[0].offset,
+        "the input is handed out again"
+    );
+}

@@ -1,0 +1,224 @@
+//! `kill -9` of the schedule processor in the middle of a flash sale, on the
+//! real stack: the processor runs as its own OS process (the `ticketing`
+//! binary), is killed without warning while buyers hold seats, and is started
+//! again. Nothing decided before the crash is lost, nothing is decided twice,
+//! and holds still expire on time.
+//!
+//! Its own test binary, so no other processor of the e2e group runs at the same
+//! time: the killed process owns every partition, the schedule's included.
+
+#![cfg(feature = "real-stack")]
+
+mod common;
+
+use common::*;
+use reqwest::StatusCode;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use ticketing::settings::{
+    HttpSettings, IngressSettings, ScheduleSettings, SinkSettings, StackSettings,
+};
+use ticketing_runtime::shutdown;
+
+/// The real-stack tests' processor group: one group per cluster, since every
+/// group writes the one changelog. No other member runs while this binary does
+/// (cargo runs test binaries one after another), so its settings may differ:
+/// a hold long enough to outlive the restart, so a seat held before the crash
+/// must still be held by the same buyer after it.
+const GROUP: &str = "schedule-processor-e2e";
+const MAX_ACTIVE: u32 = 5;
+const HOLD_TTL_SECS: i64 = 90;
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn stack(keyspace: &str) -> StackSettings {
+    StackSettings {
+        kafka_brokers: env("TICKETING_KAFKA_BROKERS", "127.0.0.1:9092"),
+        cql_nodes: env("TICKETING_CQL_NODES", "127.0.0.1:9042")
+            .split(',')
+            .map(String::from)
+            .collect(),
+        cql_keyspace: keyspace.to_string(),
+        redis_url: env("TICKETING_REDIS_URL", "redis://127.0.0.1:6379"),
+        schema_registry_url: env("TICKETING_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081"),
+    }
+}
+
+fn schedules() -> ScheduleSettings {
+    ScheduleSettings {
+        admission_max_active: MAX_ACTIVE,
+        admission_ttl_secs: 600,
+        hold_ttl_secs: HOLD_TTL_SECS,
+        max_seats_per_user: SCENARIO_MAX_SEATS,
+    }
+}
+
+/// The processor as a child process; its log goes to `log`.
+fn spawn_processor(instance: &str, log: &std::path::Path) -> Child {
+    let ops = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ops_addr = ops.local_addr().unwrap();
+    drop(ops);
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_ticketing"))
+        .arg("processor")
+        .env("TICKETING_PROCESSOR_GROUP", GROUP)
+        .env("TICKETING_INSTANCE_ID", instance)
+        .env("TICKETING_OPS_LISTEN", ops_addr.to_string())
+        .env("TICKETING_ADMISSION_MAX_ACTIVE", MAX_ACTIVE.to_string())
+        .env("TICKETING_ADMISSION_TTL_SECS", "600")
+        .env("TICKETING_HOLD_TTL_SECS", HOLD_TTL_SECS.to_string())
+        .env(
+            "TICKETING_MAX_SEATS_PER_USER",
+            SCENARIO_MAX_SEATS.to_string(),
+        )
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::from(out.try_clone().unwrap()))
+        .stderr(Stdio::from(out))
+        .spawn()
+        .expect("the ticketing binary starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_the_processor_mid_sale_loses_and_doubles_nothing() {
+    let keyspace = format!("crash_{}", unique());
+    let (trigger, stop) = shutdown::channel();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let ingress = IngressSettings {
+        http: HttpSettings {
+            listen: addr,
+            admin_email: None,
+            admin_password: None,
+            token_secret: Some("an-integration-test-secret-of-enough-length".into()),
+            phone_keys: Some(ticketing_ingress::security::phone::PhoneCipher::generate_spec("it1")),
+            access_ttl_secs: 900,
+            refresh_ttl_secs: 3600,
+            decision_timeout_ms: 3_000,
+            schedules: schedules(),
+        },
+        stack: stack(&keyspace),
+    };
+    let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink = SinkSettings {
+        stack: stack(&keyspace),
+        ops_listen: ops.local_addr().unwrap(),
+        group: format!("catalog-sink-{keyspace}"),
+        schedules: schedules(),
+    };
+    let tasks = vec![
+        tokio::spawn(ticketing::stack::run_ingress(
+            ingress,
+            listener,
+            stop.clone(),
+        )),
+        tokio::spawn(ticketing::stack::run_sink(sink, ops, stop)),
+    ];
+    let api = Api::new(addr);
+    api.wait_ready().await;
+
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("processor.log");
+    let instance = format!("crash-{keyspace}");
+    let mut processor = spawn_processor(&instance, &log);
+
+    let (_, _, schedule) = schedule_on_sale(&api, 6, 5, 700).await;
+    let accounts = buyers_for(&api, 45).await;
+
+    // The sale runs while the processor is killed and restarted under it.
+    let sale = {
+        let api = Api::new(addr);
+        let schedule = schedule.clone();
+        let accounts: Vec<Account> = accounts
+            .iter()
+            .map(|a| Account {
+                user_id: a.user_id.clone(),
+                email: a.email.clone(),
+                password: a.password.clone(),
+                access: a.access.clone(),
+                refresh: a.refresh.clone(),
+            })
+            .collect();
+        tokio::spawn(async move { run_buyers(&api, &schedule, &accounts).await })
+    };
+    let before = eventually("some seats held before the crash", 120, || async {
+        let held: Vec<(u64, u64)> = seat_statuses(&api, &schedule)
+            .await
+            .into_iter()
+            .filter(|x| x.2 == "HELD")
+            .map(|x| (x.0, x.1))
+            .collect();
+        (held.len() >= 6).then_some(held)
+    })
+    .await;
+    processor.kill().expect("SIGKILL");
+    processor.wait().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut processor = spawn_processor(&instance, &log);
+
+    let held = match tokio::time::timeout(Duration::from_secs(240), sale).await {
+        Ok(r) => r.expect("the buyers finished"),
+        Err(_) => {
+            let _ = processor.kill();
+            panic!(
+                "the sale did not finish; processor log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+    };
+    let total: usize = held.iter().sum();
+    assert_eq!(total, 30, "every seat found exactly one buyer");
+    assert_not_oversold(
+        &api,
+        &schedule,
+        &accounts,
+        total,
+        SCENARIO_MAX_SEATS as usize,
+    )
+    .await;
+    let now_held: Vec<(u64, u64)> = seat_statuses(&api, &schedule)
+        .await
+        .into_iter()
+        .filter(|x| x.2 == "HELD")
+        .map(|x| (x.0, x.1))
+        .collect();
+    for seat in &before {
+        assert!(
+            now_held.contains(seat),
+            "seat {seat:?} held before the crash is still held (or expired on time)"
+        );
+    }
+
+    // Every hold, decided before or after the crash, expires on time.
+    eventually(
+        "every hold expires",
+        u64::try_from(HOLD_TTL_SECS).unwrap() + 60,
+        || async {
+            seat_statuses(&api, &schedule)
+                .await
+                .iter()
+                .all(|x| x.2 == "AVAILABLE")
+                .then_some(())
+        },
+    )
+    .await;
+    for buyer in &accounts {
+        for b in bookings(&api, &buyer.access).await {
+            assert_eq!(b["status"], "CANCELLED", "{b}");
+        }
+    }
+    let (s, _) = api.get("/readyz", None).await;
+    assert_eq!(s, StatusCode::OK);
+
+    processor.kill().unwrap();
+    processor.wait().unwrap();
+    trigger.trigger();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+}

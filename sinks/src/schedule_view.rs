@@ -1,0 +1,303 @@
+//! The schedules' read model in memory: seat maps, queue statuses and bookings,
+//! folded from the processors' changelog. `ticketing dev` serves reads from it.
+//!
+//! It folds the same facts with the same `ScheduleState::apply` as the
+//! processor, so it can only be behind the processor, never different. It
+//! keeps no offsets: whoever feeds it reads the changelog from its start (a new
+//! consumer group per process start), which is also how it is rebuilt.
+
+use crate::runner::{HandleError, RecordHandler};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::sync::Arc;
+use ticketing_domain::booking::BookingStatus;
+use ticketing_domain::events::Event;
+use ticketing_domain::ids::{BookingId, ScheduleId, UserId};
+use ticketing_domain::schedule::{FactKind, QueueStatus, ScheduleState, Settings};
+use ticketing_schemas::{CodecError, EventCodec};
+use ticketing_storage::{BookingView, ScheduleReadModel, SeatMapView, StoreError};
+use ticketing_transport::Record;
+
+#[derive(Default)]
+struct Views {
+    schedules: HashMap<ScheduleId, ScheduleState>,
+    bookings: HashMap<BookingId, BookingView>,
+    /// Oldest first; read backwards.
+    by_user: HashMap<UserId, Vec<BookingId>>,
+}
+
+#[derive(Clone)]
+pub struct ScheduleViews {
+    settings: Settings,
+    views: Arc<RwLock<Views>>,
+}
+
+impl ScheduleViews {
+    /// `settings` are the processors': the ETA of a waiting buyer depends on
+    /// them.
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            views: Arc::default(),
+        }
+    }
+
+    /// Folds one changelog event; other events are ignored.
+    pub fn apply(&self, event: &Event) {
+        let mut views = self.views.write();
+        let views = &mut *views;
+        match event {
+            Event::ScheduleInitialised(created) => {
+                views
+                    .schedules
+                    .entry(created.schedule_id)
+                    .or_insert_with(|| ScheduleState::new(created));
+            }
+            Event::ScheduleFactRecorded(e) => {
+                let Some(state) = views.schedules.get_mut(&e.schedule_id) else {
+                    tracing::warn!(schedule_id = %e.schedule_id, "a fact for a schedule never initialised");
+                    return;
+                };
+                state.apply(&e.fact);
+                match &e.fact.kind {
+                    FactKind::SeatsHeld { user, seats, until } => {
+                        for held in seats {
+                            if views.bookings.contains_key(&held.booking_id) {
+                                continue;
+                            }
+                            views.bookings.insert(
+                                held.booking_id,
+                                BookingView {
+                                    booking_id: held.booking_id,
+                                    schedule_id: e.schedule_id,
+                                    concert_id: state.concert_id,
+                                    user_id: *user,
+                                    seat: held.seat,
+                                    price: state.price,
+                                    status: BookingStatus::Pending,
+                                    payment_id: None,
+                                    expires_at: Some(*until),
+                                },
+                            );
+                            views
+                                .by_user
+                                .entry(*user)
+                                .or_default()
+                                .push(held.booking_id);
+                        }
+                    }
+                    FactKind::BookingsCancelled { seats, .. } => {
+                        for held in seats {
+                            if let Some(b) = views.bookings.get_mut(&held.booking_id) {
+                                match b.status.cancel() {
+                                    Ok(s) => b.status = s,
+                                    Err(e) => {
+                                        tracing::warn!(booking_id = %held.booking_id, error = %e, "cancellation skipped")
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[async_trait]
+impl ScheduleReadModel for ScheduleViews {
+    async fn seat_map(&self, schedule: ScheduleId) -> Result<Option<SeatMapView>, StoreError> {
+        Ok(self
+            .views
+            .read()
+            .schedules
+            .get(&schedule)
+            .map(|s| SeatMapView {
+                rows: s.grid.rows(),
+                cols: s.grid.cols(),
+                seats: s.seat_map().map(|(_, status)| status).collect(),
+            }))
+    }
+
+    async fn queue_status(
+        &self,
+        schedule: ScheduleId,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<QueueStatus>, StoreError> {
+        Ok(self
+            .views
+            .read()
+            .schedules
+            .get(&schedule)
+            .map(|s| s.status_of(&self.settings, user, now)))
+    }
+
+    async fn bookings_of(&self, user: UserId) -> Result<Vec<BookingView>, StoreError> {
+        let views = self.views.read();
+        Ok(views
+            .by_user
+            .get(&user)
+            .map(|ids| {
+                ids.iter()
+                    .rev()
+                    .filter_map(|id| views.bookings.get(id).cloned())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn booking(&self, booking: BookingId) -> Result<Option<BookingView>, StoreError> {
+        Ok(self.views.read().bookings.get(&booking).cloned())
+    }
+}
+
+/// Feeds a [`ScheduleViews`] from the schedule events topic.
+pub struct ScheduleViewSink {
+    codec: EventCodec,
+    views: ScheduleViews,
+}
+
+impl ScheduleViewSink {
+    pub fn new(codec: EventCodec, views: ScheduleViews) -> Self {
+        Self { codec, views }
+    }
+}
+
+#[async_trait]
+impl RecordHandler for ScheduleViewSink {
+    fn name(&self) -> &'static str {
+        "schedule-view"
+    }
+
+    async fn handle(&self, record: &Record) -> Result<(), HandleError> {
+        match self.codec.decode(&record.payload).await {
+            Ok(event) => {
+                self.views.apply(&event);
+                Ok(())
+            }
+            Err(CodecError::Registry(why)) => Err(HandleError::Retryable(why)),
+            Err(e) => Err(HandleError::Poison(e.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+    use proptest::prelude::*;
+    use ticketing_domain::events::{EventMeta, ScheduleCreated, ScheduleFactRecorded};
+    use ticketing_domain::ids::*;
+    use ticketing_domain::schedule::{Command, Envelope, SeatRef};
+    use uuid::Uuid;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        "2030-01-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + Duration::seconds(s)
+    }
+
+    fn meta() -> EventMeta {
+        EventMeta {
+            event_id: EventId::from_uuid(Uuid::from_u128(1)),
+            occurred_at: t(0),
+            actor: None,
+        }
+    }
+
+    fn created() -> ScheduleCreated {
+        ScheduleCreated {
+            meta: meta(),
+            schedule_id: ScheduleId::from_uuid(Uuid::from_u128(7)),
+            concert_id: ConcertId::from_uuid(Uuid::from_u128(8)),
+            seller_id: UserId::from_uuid(Uuid::from_u128(9)),
+            stage_id: StageId::from_uuid(Uuid::from_u128(9)),
+            rows: 2,
+            cols: 3,
+            price: 120,
+            concert_date: "2030-02-01".parse().unwrap(),
+            concert_time: "19:00:00".parse().unwrap(),
+            sale_opens_at: None,
+        }
+    }
+
+    fn user(n: u8) -> UserId {
+        UserId::from_uuid(Uuid::from_u128(u128::from(n) + 100))
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    proptest! {
+        /// Fed the processor's facts, the view answers every read exactly as
+        /// the processor's own state would, after every step.
+        #[test]
+        fn the_view_answers_like_the_state(ops in prop::collection::vec((0u8..4, 0u8..5, 0u16..3, 0u16..4, 0i64..90), 1..80)) {
+            let settings = Settings { max_active: 2, admission_ttl_secs: 120, hold_ttl_secs: 60, max_seats_per_user: 2 };
+            let c = created();
+            let mut state = ScheduleState::new(&c);
+            let views = ScheduleViews::new(settings);
+            views.apply(&Event::ScheduleInitialised(c.clone()));
+            let mut live: HashMap<BookingId, (UserId, SeatRef)> = HashMap::new();
+            let mut at = 0;
+            for (i, (who, kind, row, col, dt)) in ops.into_iter().enumerate() {
+                at += dt;
+                let u = user(who);
+                let id = 1_000 + i as u128;
+                let command = match kind {
+                    0 => Command::Join { user: u },
+                    1 => Command::Leave { user: u },
+                    2 => Command::Hold { user: u, seats: vec![SeatRef { row: row + 1, col: col + 1 }], booking_ids: vec![BookingId::from_uuid(Uuid::from_u128(id))] },
+                    3 => match live.iter().find(|(_, (owner, _))| *owner == u) {
+                        Some((b, _)) => Command::Release { user: u, booking_id: *b },
+                        None => Command::Tick,
+                    },
+                    _ => Command::Tick,
+                };
+                let env = Envelope { command_id: CommandId::from_uuid(Uuid::from_u128(id)), at: t(at), seed: 5, command };
+                for fact in state.handle(&settings, &env).facts {
+                    match &fact.kind {
+                        FactKind::SeatsHeld { user, seats, .. } => { for h in seats { live.insert(h.booking_id, (*user, h.seat)); } }
+                        FactKind::BookingsCancelled { seats, .. } => { for h in seats { live.remove(&h.booking_id); } }
+                        _ => {}
+                    }
+                    views.apply(&Event::ScheduleFactRecorded(ScheduleFactRecorded { meta: meta(), schedule_id: c.schedule_id, fact }));
+                }
+                let map = block_on(views.seat_map(c.schedule_id)).unwrap().unwrap();
+                let expected: Vec<_> = state.seat_map().map(|(_, s)| s).collect();
+                prop_assert_eq!(map.seats, expected);
+                for n in 0..4 {
+                    for later in [0, 30, 200] {
+                        let now = t(at + later);
+                        prop_assert_eq!(block_on(views.queue_status(c.schedule_id, user(n), now)).unwrap(), Some(state.status_of(&settings, user(n), now)));
+                    }
+                    let pending: Vec<_> = block_on(views.bookings_of(user(n))).unwrap().into_iter().filter(|b| b.status == BookingStatus::Pending).map(|b| (b.booking_id, b.seat, b.price, b.concert_id)).collect();
+                    let mut want: Vec<_> = live.iter().filter(|(_, (o, _))| *o == user(n)).map(|(b, (_, s))| (*b, *s, 120, c.concert_id)).collect();
+                    let mut got = pending.clone();
+                    got.sort();
+                    want.sort();
+                    prop_assert_eq!(got, want);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_schedule_is_none() {
+        let views = ScheduleViews::new(Settings::default());
+        let id = ScheduleId::from_uuid(Uuid::from_u128(1));
+        assert_eq!(block_on(views.seat_map(id)).unwrap(), None);
+        assert_eq!(
+            block_on(views.queue_status(id, user(1), t(0))).unwrap(),
+            None
+        );
+        assert!(block_on(views.bookings_of(user(1))).unwrap().is_empty());
+    }
+}
