@@ -18,7 +18,8 @@ use ticketing_sinks::schedule_view::{ScheduleViewSink, ScheduleViews};
 use ticketing_storage::cql::CqlStore;
 use ticketing_storage::redis_sessions::RedisSessionStore;
 use ticketing_transport::kafka::{
-    ensure_topics, KafkaConfig, KafkaConsumer, KafkaProducer, KafkaTransactionalStream,
+    ensure_declared_topics, KafkaConfig, KafkaConsumer, KafkaProducer, KafkaTransactionalStream,
+    TopicDecl,
 };
 
 fn kafka(stack: &StackSettings, client_id: &str) -> KafkaConfig {
@@ -29,11 +30,18 @@ fn kafka(stack: &StackSettings, client_id: &str) -> KafkaConfig {
 }
 
 async fn codec_and_topics(stack: &StackSettings, client_id: &str) -> anyhow::Result<EventCodec> {
-    let specs: Vec<(&str, i32, bool)> = topics::ALL
+    let specs: Vec<TopicDecl<'_>> = topics::ALL
         .iter()
-        .map(|t| (t.name, t.partitions, t.compacted))
+        .map(|t| TopicDecl {
+            name: t.name,
+            partitions: t.partitions,
+            compacted: t.compacted,
+            configs: topics::configs(t.name),
+        })
         .collect();
-    ensure_topics(&kafka(stack, client_id), &specs)
+    // One broker in the local stack and CI; production clusters are created
+    // by their operator with the replication they need.
+    ensure_declared_topics(&kafka(stack, client_id), &specs, 1)
         .await
         .context("creating topics")?;
     let registry = HttpSchemaRegistry::new(&stack.schema_registry_url);

@@ -65,6 +65,7 @@ fn schedule_settings() -> ScheduleSettings {
 }
 
 async fn start() -> Stack {
+    ticketing_runtime::telemetry::init();
     let keyspace = format!("e2e_{}", unique());
     let (trigger, stop) = shutdown::channel();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -296,6 +296,8 @@ impl<S: TransactionalStream> ScheduleProcessor<S> {
                 }
             };
             let out = self.worker(record.partition).handle(&input);
+            tracing::trace!(partition = record.partition, offset = record.offset, input = ?input,
+                changes = out.changes.len(), answer = ?out.answer.as_ref().map(|a| &a.reply), "decided");
             if let Some(answer) = &out.answer {
                 self.metrics
                     .decisions

@@ -272,6 +272,7 @@ pub struct KafkaConsumer {
     consumer: Option<Arc<Stream>>,
     group: String,
     pending: Pending,
+    lag: LagWatch,
 }
 
 impl KafkaConsumer {
@@ -304,6 +305,7 @@ impl KafkaConsumer {
             consumer: Some(Arc::new(consumer)),
             group: group.to_string(),
             pending,
+            lag: LagWatch::default(),
         })
     }
 
@@ -316,39 +318,98 @@ impl KafkaConsumer {
     /// watermark). Offsets taken by transaction markers count too, so an idle
     /// transactional partition may show a small non-zero lag.
     pub async fn lag(&self) -> Result<Vec<(String, i32, i64)>, TransportError> {
-        let consumer = self.live()?.clone();
-        let pending = self.pending.lock().clone();
-        tokio::task::spawn_blocking(move || {
-            let assignment = consumer.assignment().map_err(unavailable)?;
-            if assignment.count() == 0 {
-                return Ok(Vec::new());
-            }
-            let committed = consumer
-                .committed_offsets(assignment.clone(), NETWORK_TIMEOUT)
-                .map_err(unavailable)?;
-            let mut lags = Vec::with_capacity(assignment.count());
-            for e in assignment.elements() {
-                let (topic, partition) = (e.topic(), e.partition());
-                let (low, high) = consumer
-                    .fetch_watermarks(topic, partition, NETWORK_TIMEOUT)
-                    .map_err(unavailable)?;
-                let on_broker =
-                    committed
-                        .find_partition(topic, partition)
-                        .and_then(|p| match p.offset() {
-                            Offset::Offset(o) => Some(o),
-                            _ => None,
-                        });
-                // A commit still in flight is newer than what the broker says.
-                let local = pending.get(&(topic.to_string(), partition)).copied();
-                let done = on_broker.max(local).unwrap_or(low);
-                lags.push((topic.to_string(), partition, (high - done).max(0)));
-            }
-            Ok(lags)
+        let consumer = Arc::downgrade(self.live()?);
+        let pending = self.pending.clone();
+        self.lag.read(move || {
+            let consumer = consumer.upgrade()?;
+            let pending = pending.lock().clone();
+            Some(lag_of(&*consumer, &pending))
         })
-        .await
-        .map_err(blocking_failed)?
     }
+}
+
+/// How often the lag of a consumer is looked up in the background.
+const LAG_REFRESH: Duration = Duration::from_secs(5);
+
+type Lags = Vec<(String, i32, i64)>;
+type LagLookup = Arc<dyn Fn() -> Option<Result<Lags, TransportError>> + Send + Sync>;
+
+/// A consumer's lag, looked up by a background task and read from here:
+/// the look-up costs broker round trips per partition (seconds on a busy
+/// broker), which must never stall the loop that consumes.
+#[derive(Clone, Default)]
+pub(crate) struct LagWatch {
+    latest: Arc<Mutex<Option<Result<Lags, String>>>>,
+    started: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LagWatch {
+    /// The last lag looked up (empty before the first look-up). The first
+    /// call starts the background task; `lookup` returns `None` once the
+    /// consumer is gone, which ends it.
+    pub(crate) fn read(
+        &self,
+        lookup: impl Fn() -> Option<Result<Lags, TransportError>> + Send + Sync + 'static,
+    ) -> Result<Lags, TransportError> {
+        if !self.started.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            let latest = self.latest.clone();
+            let lookup: LagLookup = Arc::new(lookup);
+            tokio::spawn(async move {
+                loop {
+                    let once = lookup.clone();
+                    match tokio::task::spawn_blocking(move || once()).await {
+                        Ok(Some(result)) => {
+                            *latest.lock() = Some(result.map_err(|e| e.to_string()));
+                        }
+                        Ok(None) | Err(_) => break,
+                    }
+                    tokio::time::sleep(LAG_REFRESH).await;
+                }
+            });
+        }
+        match &*self.latest.lock() {
+            None => Ok(Vec::new()),
+            Some(Ok(lags)) => Ok(lags.clone()),
+            Some(Err(e)) => Err(TransportError::Unavailable(e.clone())),
+        }
+    }
+}
+
+/// Per assigned partition: how many records are past the group's committed
+/// offset (or past `pending`, commits still in flight). Blocking.
+pub(crate) fn lag_of<Ctx, K>(
+    consumer: &K,
+    pending: &HashMap<(String, i32), i64>,
+) -> Result<Lags, TransportError>
+where
+    Ctx: ConsumerContext,
+    K: rdkafka::consumer::Consumer<Ctx>,
+{
+    let assignment = consumer.assignment().map_err(unavailable)?;
+    if assignment.count() == 0 {
+        return Ok(Vec::new());
+    }
+    let committed = consumer
+        .committed_offsets(assignment.clone(), NETWORK_TIMEOUT)
+        .map_err(unavailable)?;
+    let mut lags = Vec::with_capacity(assignment.count());
+    for e in assignment.elements() {
+        let (topic, partition) = (e.topic(), e.partition());
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, NETWORK_TIMEOUT)
+            .map_err(unavailable)?;
+        let on_broker = committed
+            .find_partition(topic, partition)
+            .and_then(|p| match p.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            });
+        // A commit still in flight is newer than what the broker says.
+        let local = pending.get(&(topic.to_string(), partition)).copied();
+        let done = on_broker.max(local).unwrap_or(low);
+        lags.push((topic.to_string(), partition, (high - done).max(0)));
+    }
+    Ok(lags)
 }
 
 fn to_record(message: &rdkafka::message::BorrowedMessage<'_>) -> Record {
@@ -466,6 +527,35 @@ pub async fn ensure_topics_with_replication(
     topics: &[(&str, i32, bool)],
     replication: i32,
 ) -> Result<(), TransportError> {
+    let topics: Vec<TopicDecl<'_>> = topics
+        .iter()
+        .map(|&(name, partitions, compacted)| TopicDecl {
+            name,
+            partitions,
+            compacted,
+            configs: &[],
+        })
+        .collect();
+    ensure_declared_topics(cfg, &topics, replication).await
+}
+
+/// A topic as the platform declares it.
+#[derive(Clone, Copy, Debug)]
+pub struct TopicDecl<'a> {
+    pub name: &'a str,
+    pub partitions: i32,
+    pub compacted: bool,
+    /// Further topic configs (e.g. `retention.ms`), applied at creation.
+    pub configs: &'a [(&'a str, &'a str)],
+}
+
+/// Creates the declared topics that do not exist yet, with their configs.
+/// Existing topics are left alone (see [`ensure_topics_with_replication`]).
+pub async fn ensure_declared_topics(
+    cfg: &KafkaConfig,
+    topics: &[TopicDecl<'_>],
+    replication: i32,
+) -> Result<(), TransportError> {
     let admin: AdminClient<Logs> = cfg
         .client()
         .create_with_context(Logs {
@@ -475,13 +565,16 @@ pub async fn ensure_topics_with_replication(
     let admin = Arc::new(admin);
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|&(name, partitions, compacted)| {
-            let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
-            if compacted {
-                topic.set("cleanup.policy", "compact")
-            } else {
-                topic
+        .map(|t| {
+            let mut topic =
+                NewTopic::new(t.name, t.partitions, TopicReplication::Fixed(replication));
+            if t.compacted {
+                topic = topic.set("cleanup.policy", "compact");
             }
+            for (key, value) in t.configs {
+                topic = topic.set(key, value);
+            }
+            topic
         })
         .collect();
     let options = AdminOptions::new()
@@ -505,7 +598,10 @@ pub async fn ensure_topics_with_replication(
         }),
     };
 
-    let declared: Vec<(String, i32)> = topics.iter().map(|&(n, p, _)| (n.to_string(), p)).collect();
+    let declared: Vec<(String, i32)> = topics
+        .iter()
+        .map(|t| (t.name.to_string(), t.partitions))
+        .collect();
     let checked = tokio::task::spawn_blocking(move || {
         if outcome.is_ok() {
             warn_on_partition_drift(&admin, &declared);

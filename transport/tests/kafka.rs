@@ -146,8 +146,16 @@ async fn lag_is_what_the_group_has_not_committed() {
     contract::recv(&mut consumer).await;
     let second = contract::recv(&mut consumer).await;
     consumer.commit(&second).await.unwrap();
-    // Reading needed the assignment, so lag covers both partitions.
-    let lag = consumer.lag().await.expect("lag");
+    // Reading needed the assignment, so lag covers both partitions. It is
+    // looked up in the background: the first answers may be empty.
+    let mut lag = Vec::new();
+    for _ in 0..100 {
+        lag = consumer.lag().await.expect("lag");
+        if !lag.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let of = |p: i32| {
         lag.iter()
             .find(|(t, q, _)| *t == h.b && *q == p)

@@ -656,10 +656,11 @@ pub async fn waiting_room_scenario(api: &Api, max_active: u32, hold_ttl_secs: i6
 
     // Unknown schedule, no token, bad id.
     let (s, body) = api
-        .post(
+        .command(
+            reqwest::Method::POST,
             &format!("/api/v1/schedules/{}/queue", Uuid::new_v4()),
-            Some(&a.access),
-            json!({}),
+            &a.access,
+            Some(json!({})),
         )
         .await;
     assert_error(s, &body, StatusCode::NOT_FOUND, "SCHEDULE_NOT_FOUND");
@@ -674,7 +675,9 @@ pub async fn waiting_room_scenario(api: &Api, max_active: u32, hold_ttl_secs: i6
     assert_error(s, &body, StatusCode::NOT_FOUND, "SCHEDULE_NOT_FOUND");
 
     // Joining: first come, first served, at most MAX_ACTIVE admitted.
-    let (s, body) = api.post(&queue, Some(&a.access), json!({})).await;
+    let (s, body) = api
+        .command(reqwest::Method::POST, &queue, &a.access, Some(json!({})))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(
         (body["status"].as_str(), body["position"].as_u64()),
@@ -682,7 +685,9 @@ pub async fn waiting_room_scenario(api: &Api, max_active: u32, hold_ttl_secs: i6
         "{body}"
     );
     assert!(body["admitted_until"].is_string(), "{body}");
-    let (s, body) = api.post(&queue, Some(&b.access), json!({})).await;
+    let (s, body) = api
+        .command(reqwest::Method::POST, &queue, &b.access, Some(json!({})))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(
         (body["status"].as_str(), body["position"].as_u64()),
@@ -691,7 +696,14 @@ pub async fn waiting_room_scenario(api: &Api, max_active: u32, hold_ttl_secs: i6
     );
     for _ in 2..max_active {
         let filler = sign_up_and_login(api, "USER").await;
-        let (s, body) = api.post(&queue, Some(&filler.access), json!({})).await;
+        let (s, body) = api
+            .command(
+                reqwest::Method::POST,
+                &queue,
+                &filler.access,
+                Some(json!({})),
+            )
+            .await;
         assert_eq!(
             (s, body["status"].as_str()),
             (StatusCode::CREATED, Some("ADMITTED")),
@@ -699,7 +711,9 @@ pub async fn waiting_room_scenario(api: &Api, max_active: u32, hold_ttl_secs: i6
         );
     }
     let c_position = u64::from(max_active) + 1;
-    let (s, body) = api.post(&queue, Some(&c.access), json!({})).await;
+    let (s, body) = api
+        .command(reqwest::Method::POST, &queue, &c.access, Some(json!({})))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(body["status"], "WAITING", "{body}");
     assert_eq!(
@@ -714,7 +728,9 @@ pub async fn waiting_room_scenario(api: &Api, max_active: u32, hold_ttl_secs: i6
         (s == StatusCode::OK && body["status"] == "WAITING").then_some(())
     })
     .await;
-    let (s, body) = api.post(&queue, Some(&c.access), json!({})).await;
+    let (s, body) = api
+        .command(reqwest::Method::POST, &queue, &c.access, Some(json!({})))
+        .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["position"].as_u64(), Some(c_position), "{body}");
 
@@ -746,18 +762,20 @@ pub async fn waiting_room_scenario(api: &Api, max_active: u32, hold_ttl_secs: i6
 
     // Holds: only the admitted, all or nothing, within the limits.
     let (s, body) = api
-        .post(
+        .command(
+            reqwest::Method::POST,
             &holds,
-            Some(&c.access),
-            json!({"seats": [{"row": 1, "col": 1}]}),
+            &c.access,
+            Some(json!({"seats": [{"row": 1, "col": 1}]})),
         )
         .await;
     assert_error(s, &body, StatusCode::FORBIDDEN, "NOT_ADMITTED");
     let (s, body) = api
-        .post(
+        .command(
+            reqwest::Method::POST,
             &holds,
-            Some(&a.access),
-            json!({"seats": [{"row": 1, "col": 1}, {"row": 1, "col": 2}]}),
+            &a.access,
+            Some(json!({"seats": [{"row": 1, "col": 1}, {"row": 1, "col": 2}]})),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
@@ -770,49 +788,53 @@ pub async fn waiting_room_scenario(api: &Api, max_active: u32, hold_ttl_secs: i6
     assert_eq!(a_bookings.len(), 2);
     assert!(body["expires_at"].is_string(), "{body}");
     let (s, body) = api
-        .post(
+        .command(
+            reqwest::Method::POST,
             &holds,
-            Some(&b.access),
-            json!({"seats": [{"row": 2, "col": 1}, {"row": 1, "col": 2}]}),
+            &b.access,
+            Some(json!({"seats": [{"row": 2, "col": 1}, {"row": 1, "col": 2}]})),
         )
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["code"], "SEAT_UNAVAILABLE");
     assert_eq!(body["seats"], json!([{"row": 1, "col": 2}]), "{body}");
     let (s, body) = api
-        .post(
+        .command(
+            reqwest::Method::POST,
             &holds,
-            Some(&b.access),
-            json!({"seats": [{"row": 3, "col": 1}]}),
+            &b.access,
+            Some(json!({"seats": [{"row": 3, "col": 1}]})),
         )
         .await;
     assert_error(s, &body, StatusCode::BAD_REQUEST, "INVALID_SEAT");
     let (s, body) = api
-        .post(
+        .command(
+            reqwest::Method::POST,
             &holds,
-            Some(&b.access),
-            json!({"seats": [{"row": 2, "col": 1}, {"row": 2, "col": 1}]}),
+            &b.access,
+            Some(json!({"seats": [{"row": 2, "col": 1}, {"row": 2, "col": 1}]})),
         )
         .await;
     assert_error(s, &body, StatusCode::BAD_REQUEST, "DUPLICATE_SEAT");
     let (s, body) = api
-        .post(&holds, Some(&b.access), json!({"seats": []}))
+        .command(
+            reqwest::Method::POST,
+            &holds,
+            &b.access,
+            Some(json!({"seats": []})),
+        )
         .await;
     assert_error(s, &body, StatusCode::BAD_REQUEST, "INVALID_HOLD");
     let (s, body) = api
-        .post(
+        .command(
+            reqwest::Method::POST,
             &holds,
-            Some(&b.access),
-            json!({"seats": [{"row": -1, "col": 1}]}),
+            &b.access,
+            Some(json!({"seats": [{"row": -1, "col": 1}]})),
         )
         .await;
     assert_error(s, &body, StatusCode::BAD_REQUEST, "MALFORMED_BODY");
-    let (s, body) = api
-        .post(
-            &holds,
-            Some(&a.access),
-            json!({"seats": [{"row": 2, "col": 1}, {"row": 2, "col": 2}, {"row": 2, "col": 3}]}),
-        )
+    let (s, body) = api.command(reqwest::Method::POST, &holds, &a.access, Some(json!({"seats": [{"row": 2, "col": 1}, {"row": 2, "col": 2}, {"row": 2, "col": 3}]})))
         .await;
     assert_error(s, &body, StatusCode::UNPROCESSABLE_ENTITY, "SEAT_LIMIT");
 
@@ -877,16 +899,22 @@ pub async fn waiting_room_scenario(api: &Api, max_active: u32, hold_ttl_secs: i6
 
     // Releasing: only the owner, only a pending hold.
     let release = format!("/api/v1/bookings/{}", a_bookings[0]);
-    let (s, body) = api.delete(&release, Some(&b.access)).await;
+    let (s, body) = api
+        .command(reqwest::Method::DELETE, &release, &b.access, None)
+        .await;
     assert_error(s, &body, StatusCode::FORBIDDEN, "NOT_OWNER");
     let (s, body) = api
-        .delete(
+        .command(
+            reqwest::Method::DELETE,
             &format!("/api/v1/bookings/{}", Uuid::new_v4()),
-            Some(&a.access),
+            &a.access,
+            None,
         )
         .await;
     assert_error(s, &body, StatusCode::NOT_FOUND, "BOOKING_NOT_FOUND");
-    let (s, body) = api.delete(&release, Some(&a.access)).await;
+    let (s, body) = api
+        .command(reqwest::Method::DELETE, &release, &a.access, None)
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
     let released_seat = eventually("the released booking is CANCELLED", 10, || async {
         bookings(api, &a.access)
@@ -903,11 +931,15 @@ pub async fn waiting_room_scenario(api: &Api, max_active: u32, hold_ttl_secs: i6
         (seat_status(api, &schedule, row, col).await == "AVAILABLE").then_some(())
     })
     .await;
-    let (s, body) = api.delete(&release, Some(&a.access)).await;
+    let (s, body) = api
+        .command(reqwest::Method::DELETE, &release, &a.access, None)
+        .await;
     assert_error(s, &body, StatusCode::CONFLICT, "BOOKING_NOT_PENDING");
 
     // Leaving frees the slot for the next in line.
-    let (s, body) = api.delete(&me, Some(&a.access)).await;
+    let (s, body) = api
+        .command(reqwest::Method::DELETE, &me, &a.access, None)
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
     eventually("c is admitted after a leaves", 10, || async {
         let (_, body) = api.get(&me, Some(&c.access)).await;
@@ -921,10 +953,11 @@ pub async fn waiting_room_scenario(api: &Api, max_active: u32, hold_ttl_secs: i6
         "{body}"
     );
     let (s, body) = api
-        .post(
+        .command(
+            reqwest::Method::POST,
             &holds,
-            Some(&a.access),
-            json!({"seats": [{"row": 2, "col": 1}]}),
+            &a.access,
+            Some(json!({"seats": [{"row": 2, "col": 1}]})),
         )
         .await;
     assert_error(s, &body, StatusCode::FORBIDDEN, "NOT_ADMITTED");

@@ -149,11 +149,22 @@ pub async fn join_queue(
 }
 
 async fn status_of(s: &AppState, schedule: ScheduleId, user: UserId) -> ApiResult<QueueView> {
-    s.schedule_reads
+    match s
+        .schedule_reads
         .queue_status(schedule, user, Utc::now())
         .await?
-        .map(|st| QueueView::from(&st))
-        .ok_or_else(schedule_not_found)
+    {
+        Some(st) => Ok(QueueView::from(&st)),
+        // The catalog knows the schedule but the read model does not yet (it
+        // was created a moment ago, or this instance is still rebuilding the
+        // model after a start): an honest "try again", not a 404.
+        None if s.catalog.schedule(schedule).await?.is_some() => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SCHEDULE_NOT_READY",
+            "this schedule's waiting room is not readable yet; retry in a second",
+        )),
+        None => Err(schedule_not_found()),
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/schedules/{schedule_id}/queue/me", tag = "waiting room",

@@ -6,11 +6,16 @@
 //!
 //! Fencing: the transactional id is the instance's stable name. A restarted
 //! instance calls `init_transactions`, which aborts whatever its previous self
-//! left open and makes that self's later calls fail as fenced. The consumer
-//! joins with static membership under the same name, so a restart takes its
-//! partitions back without waiting for the dead member's session to time out.
+//! left open and makes that self's later calls fail as fenced. Membership is
+//! dynamic, not static (`group.instance.id`): a static member that shuts down
+//! cleanly does not leave the group, so its partitions would sit idle for a
+//! whole session timeout on every scale-down or deploy; a crashed member costs
+//! one session timeout (10 s) instead, which is rarer.
 
-use super::{blocking_failed, to_record, transport_error, KafkaConfig, Logs, NETWORK_TIMEOUT};
+use super::{
+    blocking_failed, lag_of, to_record, transport_error, KafkaConfig, LagWatch, Logs,
+    NETWORK_TIMEOUT,
+};
 use crate::ports::{
     OutRecord, Record, StreamEvent, TopicPartition, TransactionalStream, TransportError,
 };
@@ -101,6 +106,7 @@ pub struct KafkaTransactionalStream {
     /// Records polled but not handed out yet (an assignment event came first).
     buffer: VecDeque<Record>,
     fenced: bool,
+    lag: LagWatch,
 }
 
 /// Fatal errors (fencing among them) end this member; anything else aborts
@@ -168,7 +174,6 @@ impl KafkaTransactionalStream {
         let consumer: TxConsumer = cfg
             .client()
             .set("group.id", group)
-            .set("group.instance.id", transactional_id)
             .set("session.timeout.ms", SESSION_TIMEOUT_MS)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -195,6 +200,7 @@ impl KafkaTransactionalStream {
             events,
             buffer: VecDeque::new(),
             fenced: false,
+            lag: LagWatch::default(),
         })
     }
 
@@ -410,35 +416,11 @@ impl TransactionalStream for KafkaTransactionalStream {
     }
 
     async fn lag(&self) -> Result<Vec<(String, i32, i64)>, TransportError> {
-        let consumer = self.consumer.clone();
-        tokio::task::spawn_blocking(move || {
-            let assignment = consumer
-                .assignment()
-                .map_err(|e| transport_error(e, None))?;
-            if assignment.count() == 0 {
-                return Ok(Vec::new());
-            }
-            let committed = consumer
-                .committed_offsets(assignment.clone(), NETWORK_TIMEOUT)
-                .map_err(|e| transport_error(e, None))?;
-            let mut lags = Vec::new();
-            for e in assignment.elements() {
-                let (low, high) = consumer
-                    .fetch_watermarks(e.topic(), e.partition(), NETWORK_TIMEOUT)
-                    .map_err(|e| transport_error(e, None))?;
-                let done = committed
-                    .find_partition(e.topic(), e.partition())
-                    .and_then(|p| match p.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    })
-                    .unwrap_or(low);
-                lags.push((e.topic().to_string(), e.partition(), (high - done).max(0)));
-            }
-            Ok(lags)
+        let consumer = Arc::downgrade(&self.consumer);
+        self.lag.read(move || {
+            let consumer = consumer.upgrade()?;
+            Some(lag_of(&*consumer, &HashMap::new()))
         })
-        .await
-        .map_err(blocking_failed)?
     }
 }
 
@@ -479,7 +461,7 @@ fn read_to_end(
     let started = std::time::Instant::now();
     let mut out = Vec::new();
     loop {
-        match consumer.poll(Duration::from_millis(200)) {
+        match consumer.poll(Duration::from_millis(50)) {
             Some(Ok(m)) => out.push(to_record(&m)),
             Some(Err(e)) => {
                 tracing::warn!(topic, partition, error = %e, "restore read error; retrying")
