@@ -14,8 +14,9 @@ use ticketing_runtime::{ops_router, Metrics, Readiness};
 use ticketing_schemas::{topics, EventCodec, HttpSchemaRegistry};
 use ticketing_sinks::catalog::CatalogSink;
 use ticketing_sinks::runner;
-use ticketing_sinks::schedule_view::{ScheduleViewSink, ScheduleViews};
+use ticketing_sinks::schedule_view::ScheduleProjectionSink;
 use ticketing_storage::cql::CqlStore;
+use ticketing_storage::redis_schedules::RedisScheduleViews;
 use ticketing_storage::redis_sessions::RedisSessionStore;
 use ticketing_transport::kafka::{
     ensure_declared_topics, KafkaConfig, KafkaConsumer, KafkaProducer, KafkaTransactionalStream,
@@ -96,21 +97,11 @@ pub async fn run_ingress(
         reply_to.clone(),
         shutdown.clone(),
     ));
-    // The schedules' read model, folded in this process from the changelog
-    // (read from its start by a group of its own).
-    let views = ScheduleViews::new(core);
-    let changelog = KafkaConsumer::new(
-        &kafka(stack, "ticketing-ingress"),
-        &format!("schedule-view-{reply_to}"),
-        &[topics::SCHEDULE_EVENTS],
-    )
-    .context("Kafka changelog consumer")?;
-    let view_task = tokio::spawn(runner::run(
-        changelog,
-        Arc::new(ScheduleViewSink::new(codec.clone(), views.clone())),
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    // Seat maps and queue statuses come from Redis, kept by the schedule view
+    // sink: a read never goes through a processor.
+    let views = RedisScheduleViews::connect(&stack.redis_url, core)
+        .await
+        .context("connecting to Redis (schedule views)")?;
     let cql = Arc::new(cql);
     let backends = Backends {
         accounts: cql.clone(),
@@ -134,7 +125,6 @@ pub async fn run_ingress(
     readiness.set(true);
     let served = serve(listener, router(state), shutdown).await;
     readiness.set(false);
-    view_task.await.context("schedule read model task")??;
     listener_task.await.context("replies listener task")?;
     served
 }
@@ -155,6 +145,17 @@ pub async fn run_sink(
         &[topics::CATALOG, topics::SCHEDULES],
     )
     .context("Kafka consumer")?;
+    let views = RedisScheduleViews::connect(&stack.redis_url, settings.schedules.core()?)
+        .await
+        .context("connecting to Redis")?;
+    // The projection rebuilds its fold from the changelog's start at every
+    // start (so a group of its own each time); Redis skips what it already has.
+    let changelog = KafkaConsumer::new(
+        &kafka(stack, "ticketing-sink"),
+        &format!("{}-schedule-view-{}", settings.group, uuid::Uuid::now_v7()),
+        &[topics::SCHEDULE_EVENTS],
+    )
+    .context("Kafka changelog consumer")?;
     let metrics = Metrics::new("sink");
     let readiness = Readiness::default();
     let ops = serve(
@@ -162,15 +163,26 @@ pub async fn run_sink(
         ops_router(metrics.clone(), readiness.clone()),
         shutdown.clone(),
     );
-    let sink = runner::run(
+    let catalog = runner::run(
         consumer,
-        Arc::new(CatalogSink::new(codec, Arc::new(cql))),
+        Arc::new(CatalogSink::new(codec.clone(), Arc::new(cql))),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    let projection = runner::run(
+        changelog,
+        Arc::new(ScheduleProjectionSink::new(
+            codec,
+            settings.schedules.core()?,
+            Arc::new(views),
+        )),
         metrics,
         shutdown,
     );
     readiness.set(true);
-    let (ops, sink) = tokio::join!(ops, sink);
-    sink.context("catalog sink")?;
+    let (ops, catalog, projection) = tokio::join!(ops, catalog, projection);
+    catalog.context("catalog sink")?;
+    projection.context("schedule view sink")?;
     ops
 }
 

@@ -315,7 +315,16 @@ async fn the_catalog_sink_writes_rows_from_events() {
                 .await
                 .unwrap();
             let text = r.text().await.unwrap();
-            if text.contains("ticketing_consumer_lag{") {
+            // Two consumers report (the catalog and the schedule view); wait
+            // for the catalog's.
+            let catalog_lags = text
+                .lines()
+                .filter(|l| {
+                    l.starts_with("ticketing_consumer_lag{")
+                        && l.contains(r#"topic="ticketing.catalog.v1""#)
+                })
+                .count();
+            if catalog_lags == 6 {
                 return text;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;

@@ -15,9 +15,11 @@ use std::sync::Arc;
 use ticketing_domain::booking::BookingStatus;
 use ticketing_domain::events::Event;
 use ticketing_domain::ids::{BookingId, ScheduleId, UserId};
-use ticketing_domain::schedule::{FactKind, QueueStatus, ScheduleState, Settings};
+use ticketing_domain::schedule::{FactKind, QueueStatus, ScheduleState, SeatRef, Settings};
 use ticketing_schemas::{CodecError, EventCodec};
-use ticketing_storage::{BookingView, ScheduleReadModel, SeatMapView, StoreError};
+use ticketing_storage::{
+    BookingView, ScheduleReadModel, ScheduleViewChange, ScheduleViewWriter, SeatMapView, StoreError,
+};
 use ticketing_transport::Record;
 
 #[derive(Default)]
@@ -46,41 +48,89 @@ impl ScheduleViews {
 
     /// Folds one changelog event; other events are ignored.
     pub fn apply(&self, event: &Event) {
+        self.apply_with_changes(event);
+    }
+
+    /// Folds one changelog event and says what it changed in the read model,
+    /// as absolute values a [`ScheduleViewWriter`] can store. `None` for an
+    /// event that is not about a known schedule.
+    pub fn apply_with_changes(
+        &self,
+        event: &Event,
+    ) -> Option<(ScheduleId, Vec<ScheduleViewChange>)> {
         let mut views = self.views.write();
         let views = &mut *views;
         match event {
             Event::ScheduleInitialised(created) => {
-                views
+                let state = views
                     .schedules
                     .entry(created.schedule_id)
                     .or_insert_with(|| ScheduleState::new(created));
+                Some((
+                    created.schedule_id,
+                    vec![ScheduleViewChange::Created {
+                        rows: state.grid.rows(),
+                        cols: state.grid.cols(),
+                        price: state.price,
+                        concert_id: state.concert_id,
+                    }],
+                ))
             }
             Event::ScheduleFactRecorded(e) => {
                 let Some(state) = views.schedules.get_mut(&e.schedule_id) else {
                     tracing::warn!(schedule_id = %e.schedule_id, "a fact for a schedule never initialised");
-                    return;
+                    return None;
                 };
                 state.apply(&e.fact);
+                let mut changes = Vec::new();
+                let entry_of = |state: &ScheduleState, user: UserId| {
+                    state
+                        .entry(user)
+                        .map(|entry| ScheduleViewChange::Entry { user, entry })
+                };
+                let seat_of = |state: &ScheduleState, seat: SeatRef| {
+                    state
+                        .seat_status(seat)
+                        .map(|status| ScheduleViewChange::Seat {
+                            index: u32::from(seat.row - 1) * u32::from(state.grid.cols())
+                                + u32::from(seat.col - 1),
+                            status,
+                        })
+                };
                 match &e.fact.kind {
+                    FactKind::QueueJoined { user, .. }
+                    | FactKind::AdmissionExpired { user }
+                    | FactKind::QueueLeft { user } => changes.extend(entry_of(state, *user)),
+                    FactKind::QueueOpened { .. } => {
+                        changes.extend(
+                            state
+                                .entries()
+                                .map(|(user, entry)| ScheduleViewChange::Entry { user, entry }),
+                        );
+                    }
+                    FactKind::Admitted { user, .. } => {
+                        changes.extend(entry_of(state, *user));
+                        changes.push(ScheduleViewChange::Rate(state.rate_window()));
+                    }
                     FactKind::SeatsHeld { user, seats, until } => {
                         for held in seats {
+                            changes.extend(seat_of(state, held.seat));
                             if views.bookings.contains_key(&held.booking_id) {
                                 continue;
                             }
-                            views.bookings.insert(
-                                held.booking_id,
-                                BookingView {
-                                    booking_id: held.booking_id,
-                                    schedule_id: e.schedule_id,
-                                    concert_id: state.concert_id,
-                                    user_id: *user,
-                                    seat: held.seat,
-                                    price: state.price,
-                                    status: BookingStatus::Pending,
-                                    payment_id: None,
-                                    expires_at: Some(*until),
-                                },
-                            );
+                            let view = BookingView {
+                                booking_id: held.booking_id,
+                                schedule_id: e.schedule_id,
+                                concert_id: state.concert_id,
+                                user_id: *user,
+                                seat: held.seat,
+                                price: state.price,
+                                status: BookingStatus::Pending,
+                                payment_id: None,
+                                expires_at: Some(*until),
+                            };
+                            changes.push(ScheduleViewChange::Booking(view.clone()));
+                            views.bookings.insert(held.booking_id, view);
                             views
                                 .by_user
                                 .entry(*user)
@@ -90,9 +140,13 @@ impl ScheduleViews {
                     }
                     FactKind::BookingsCancelled { seats, .. } => {
                         for held in seats {
+                            changes.extend(seat_of(state, held.seat));
                             if let Some(b) = views.bookings.get_mut(&held.booking_id) {
                                 match b.status.cancel() {
-                                    Ok(s) => b.status = s,
+                                    Ok(s) => {
+                                        b.status = s;
+                                        changes.push(ScheduleViewChange::Booking(b.clone()));
+                                    }
                                     Err(e) => {
                                         tracing::warn!(booking_id = %held.booking_id, error = %e, "cancellation skipped")
                                     }
@@ -100,10 +154,11 @@ impl ScheduleViews {
                             }
                         }
                     }
-                    _ => {}
+                    FactKind::Unchanged => {}
                 }
+                Some((e.schedule_id, changes))
             }
-            _ => {}
+            _ => None,
         }
     }
 }
@@ -182,6 +237,75 @@ impl RecordHandler for ScheduleViewSink {
             }
             Err(CodecError::Registry(why)) => Err(HandleError::Retryable(why)),
             Err(e) => Err(HandleError::Poison(e.to_string())),
+        }
+    }
+}
+
+/// Keeps a read model outside the process (Redis) up to date: folds the
+/// changelog in memory (the facts alone don't say, for instance, the order the
+/// opening drew) and writes what each record changed, tagged with its offset.
+///
+/// It keeps no committed offsets that matter: started, it reads the changelog
+/// from its start to rebuild the fold, and the writer skips what it already
+/// holds, so a restart neither rewrites the view backwards nor misses a fact.
+pub struct ScheduleProjectionSink {
+    codec: EventCodec,
+    fold: ScheduleViews,
+    writer: Arc<dyn ScheduleViewWriter>,
+    /// The changes of a record whose write failed, kept for its retry.
+    pending: parking_lot::Mutex<Option<PendingWrite>>,
+}
+
+type PendingWrite = (i64, i32, (ScheduleId, Vec<ScheduleViewChange>));
+
+impl ScheduleProjectionSink {
+    pub fn new(codec: EventCodec, settings: Settings, writer: Arc<dyn ScheduleViewWriter>) -> Self {
+        Self {
+            codec,
+            fold: ScheduleViews::new(settings),
+            writer,
+            pending: parking_lot::Mutex::new(None),
+        }
+    }
+}
+
+#[async_trait]
+impl RecordHandler for ScheduleProjectionSink {
+    fn name(&self) -> &'static str {
+        "schedule-projection"
+    }
+
+    async fn handle(&self, record: &Record) -> Result<(), HandleError> {
+        let event = match self.codec.decode(&record.payload).await {
+            Ok(event) => event,
+            Err(CodecError::Registry(why)) => return Err(HandleError::Retryable(why)),
+            Err(e) => return Err(HandleError::Poison(e.to_string())),
+        };
+        // The fold moves once per record; a failed write is retried with the
+        // changes already derived, never by folding the record twice.
+        let changes = {
+            let mut pending = self.pending.lock();
+            match pending.take() {
+                Some((offset, partition, changes))
+                    if offset == record.offset && partition == record.partition =>
+                {
+                    Some(changes)
+                }
+                _ => self.fold.apply_with_changes(&event),
+            }
+        };
+        let Some((schedule, changes)) = changes else {
+            return Ok(());
+        };
+        if changes.is_empty() {
+            return Ok(());
+        }
+        match self.writer.apply(schedule, record.offset, &changes).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                *self.pending.lock() = Some((record.offset, record.partition, (schedule, changes)));
+                Err(HandleError::Retryable(e.to_string()))
+            }
         }
     }
 }

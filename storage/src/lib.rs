@@ -8,6 +8,7 @@
 pub mod cql;
 pub mod embedded;
 pub mod ports;
+pub mod redis_schedules;
 pub mod redis_sessions;
 
 /// The behaviour every adapter must share, as runnable checks. Compiled for this

@@ -6,7 +6,7 @@ use ticketing_domain::account::{Email, Role, User};
 use ticketing_domain::booking::BookingStatus;
 use ticketing_domain::catalog::{Concert, Schedule, SeatStatus, Stage};
 use ticketing_domain::ids::{BookingId, ConcertId, ScheduleId, StageId, UserId};
-use ticketing_domain::schedule::{QueueStatus, SeatRef};
+use ticketing_domain::schedule::{QueueEntry, QueueStatus, RateWindow, SeatRef};
 use uuid::Uuid;
 
 #[derive(Debug, Error)]
@@ -151,4 +151,43 @@ pub trait ScheduleReadModel: Send + Sync + 'static {
     /// The buyer's bookings, newest first.
     async fn bookings_of(&self, user: UserId) -> Result<Vec<BookingView>, StoreError>;
     async fn booking(&self, booking: BookingId) -> Result<Option<BookingView>, StoreError>;
+}
+
+/// One change to a schedule's read model, derived by the view sink from one
+/// changelog fact and the state after it. Each carries absolute values (never
+/// "one more"), so applying a change twice is the same as applying it once.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ScheduleViewChange {
+    Created {
+        rows: u16,
+        cols: u16,
+        price: i64,
+        concert_id: ConcertId,
+    },
+    /// `index` is row-major from 0.
+    Seat {
+        index: u32,
+        status: SeatStatus,
+    },
+    Entry {
+        user: UserId,
+        entry: QueueEntry,
+    },
+    Rate(RateWindow),
+    Booking(BookingView),
+}
+
+/// The write side of a read model kept outside the process (Redis).
+#[async_trait]
+pub trait ScheduleViewWriter: Send + Sync + 'static {
+    /// Applies the changes derived from the changelog record at `offset` of the
+    /// schedule's partition, all or none. A record at or below the last offset
+    /// applied for the schedule changes nothing and answers `false`: a replay
+    /// after a restart, or a slower second writer, never moves the view back.
+    async fn apply(
+        &self,
+        schedule: ScheduleId,
+        offset: i64,
+        changes: &[ScheduleViewChange],
+    ) -> Result<bool, StoreError>;
 }

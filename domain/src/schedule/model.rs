@@ -206,3 +206,79 @@ pub struct Decision {
     pub facts: Vec<Fact>,
     pub reply: Reply,
 }
+
+/// A buyer's entry in a schedule's waiting room, as the read models store it.
+/// Time-dependent answers (an admission that has run out) are worked out when
+/// it is read, by [`QueueEntry::status`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueEntry {
+    /// Joined before the opening; the position is drawn at the opening.
+    PreQueue,
+    Waiting {
+        position: u64,
+    },
+    Admitted {
+        position: u64,
+        until: DateTime<Utc>,
+    },
+    Expired,
+    Left,
+}
+
+/// The oldest and newest of a schedule's recent admission samples (time,
+/// admissions so far): the measured admission rate behind a waiting buyer's ETA.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateWindow {
+    pub first: Option<(DateTime<Utc>, u64)>,
+    pub last: Option<(DateTime<Utc>, u64)>,
+}
+
+impl RateWindow {
+    /// Seconds until `ahead` more buyers are admitted, at the measured rate;
+    /// before any measurement (or when the measurement is slower), the slowest
+    /// rate the settings allow: every slot turning over once per admission
+    /// window.
+    pub fn eta_seconds(&self, settings: &Settings, ahead: u64) -> u64 {
+        let floor_rate =
+            f64::from(settings.max_active.max(1)) / settings.admission_ttl_secs.max(1) as f64;
+        let measured = match (self.first, self.last) {
+            (Some((t0, n0)), Some((t1, n1))) if t1 > t0 && n1 > n0 => {
+                let secs = (t1 - t0).num_milliseconds() as f64 / 1000.0;
+                Some((n1 - n0) as f64 / secs)
+            }
+            _ => None,
+        };
+        let rate = measured.map_or(floor_rate, |r| r.max(floor_rate));
+        ((ahead + 1) as f64 / rate).ceil() as u64
+    }
+}
+
+impl QueueEntry {
+    /// What the buyer is told at `now`; `ahead` (waiting buyers with a smaller
+    /// position) matters only to a waiting entry.
+    pub fn status(
+        &self,
+        settings: &Settings,
+        ahead: u64,
+        rate: &RateWindow,
+        now: DateTime<Utc>,
+    ) -> QueueStatus {
+        match *self {
+            QueueEntry::PreQueue => QueueStatus::Waiting {
+                position: None,
+                ahead: None,
+                eta_seconds: None,
+            },
+            QueueEntry::Waiting { position } => QueueStatus::Waiting {
+                position: Some(position),
+                ahead: Some(ahead),
+                eta_seconds: Some(rate.eta_seconds(settings, ahead)),
+            },
+            QueueEntry::Admitted { position, until } if until > now => {
+                QueueStatus::Admitted { position, until }
+            }
+            QueueEntry::Admitted { .. } | QueueEntry::Expired => QueueStatus::Expired,
+            QueueEntry::Left => QueueStatus::Left,
+        }
+    }
+}

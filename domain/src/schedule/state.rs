@@ -59,6 +59,24 @@ struct Entry {
     state: EntryState,
 }
 
+impl Entry {
+    fn view(&self) -> QueueEntry {
+        match (&self.state, self.position) {
+            (EntryState::Waiting, Some(position)) => QueueEntry::Waiting { position },
+            (EntryState::Admitted { until }, Some(position)) => QueueEntry::Admitted {
+                position,
+                until: *until,
+            },
+            (EntryState::Waiting | EntryState::Admitted { .. }, None) => {
+                unreachable!("waiting and admitted entries have a position")
+            }
+            (EntryState::PreQueue, _) => QueueEntry::PreQueue,
+            (EntryState::Expired, _) => QueueEntry::Expired,
+            (EntryState::Left, _) => QueueEntry::Left,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Admission(UserId),
@@ -598,48 +616,32 @@ impl ScheduleState {
 
     /// What a buyer is told about their place.
     pub fn status_of(&self, settings: &Settings, user: UserId, now: DateTime<Utc>) -> QueueStatus {
-        let Some(entry) = self.entries.get(&user) else {
+        let Some(entry) = self.entry(user) else {
             return QueueStatus::NotInQueue;
         };
-        match &entry.state {
-            EntryState::PreQueue => QueueStatus::Waiting {
-                position: None,
-                ahead: None,
-                eta_seconds: None,
-            },
-            EntryState::Waiting => {
-                let position = entry.position.expect("a waiting entry has a position");
-                let ahead = self.waiting.range(..position).count() as u64;
-                QueueStatus::Waiting {
-                    position: Some(position),
-                    ahead: Some(ahead),
-                    eta_seconds: Some(self.eta_seconds(settings, ahead, now)),
-                }
-            }
-            EntryState::Admitted { until } if *until > now => QueueStatus::Admitted {
-                position: entry.position.expect("an admitted entry has a position"),
-                until: *until,
-            },
-            EntryState::Admitted { .. } | EntryState::Expired => QueueStatus::Expired,
-            EntryState::Left => QueueStatus::Left,
-        }
+        let ahead = match entry {
+            QueueEntry::Waiting { position } => self.waiting.range(..position).count() as u64,
+            _ => 0,
+        };
+        entry.status(settings, ahead, &self.rate_window(), now)
     }
 
-    /// Seconds until `ahead` more buyers are admitted, at the rate measured over
-    /// recent admissions; before any measurement, the slowest rate the settings
-    /// allow (every slot turning over once per admission window).
-    fn eta_seconds(&self, settings: &Settings, ahead: u64, _now: DateTime<Utc>) -> u64 {
-        let floor_rate =
-            f64::from(settings.max_active.max(1)) / settings.admission_ttl_secs.max(1) as f64;
-        let measured = match (self.rate_samples.front(), self.rate_samples.back()) {
-            (Some((t0, n0)), Some((t1, n1))) if t1 > t0 && n1 > n0 => {
-                let secs = (*t1 - *t0).num_milliseconds() as f64 / 1000.0;
-                Some((n1 - n0) as f64 / secs)
-            }
-            _ => None,
-        };
-        let rate = measured.map_or(floor_rate, |r| r.max(floor_rate));
-        ((ahead + 1) as f64 / rate).ceil() as u64
+    /// A buyer's entry as stored, `None` if they never joined.
+    pub fn entry(&self, user: UserId) -> Option<QueueEntry> {
+        self.entries.get(&user).map(Entry::view)
+    }
+
+    /// Every buyer's entry, by user id.
+    pub fn entries(&self) -> impl Iterator<Item = (UserId, QueueEntry)> + '_ {
+        self.entries.iter().map(|(u, e)| (*u, e.view()))
+    }
+
+    /// The measured admission rate.
+    pub fn rate_window(&self) -> RateWindow {
+        RateWindow {
+            first: self.rate_samples.front().copied(),
+            last: self.rate_samples.back().copied(),
+        }
     }
 
     pub fn seat_status(&self, seat: SeatRef) -> Option<SeatStatus> {
@@ -666,6 +668,17 @@ impl ScheduleState {
 
     pub fn active(&self) -> u32 {
         self.active
+    }
+
+    /// The live booking on a seat and its owner, if the seat is held.
+    pub fn booking_at(&self, seat: SeatRef) -> Option<(BookingId, UserId)> {
+        if !self.grid.contains(seat.row, seat.col) {
+            return None;
+        }
+        match &self.seats[self.index(seat)] {
+            Seat::Held { booking, user } => Some((*booking, *user)),
+            Seat::Available => None,
+        }
     }
 
     /// The owner of a live booking, with its seat and expiry.
