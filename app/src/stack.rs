@@ -84,12 +84,16 @@ pub async fn run_ingress(
     // by it.
     let reply_to = format!("ingress-{}", uuid::Uuid::now_v7());
     let replies = Arc::new(PendingReplies::default());
-    let answers = KafkaConsumer::new(
+    // Only answers to this instance's own commands matter, all produced after
+    // it starts: reading the topic's past would cost every start minutes of
+    // other instances' answers.
+    let answers = KafkaConsumer::from_latest(
         &kafka(stack, "ticketing-ingress"),
         &format!("replies-{reply_to}"),
         &[topics::SCHEDULE_REPLIES],
     )
     .context("Kafka replies consumer")?;
+    let answers_assigned = answers.assigned();
     let listener_task = tokio::spawn(listen_for_replies(
         Box::new(answers),
         codec.clone(),
@@ -122,6 +126,15 @@ pub async fn run_ingress(
         readiness.clone(),
     )
     .await?;
+    // Ready once answers can arrive: a command sent before the replies
+    // consumer has its partitions could have its answer skipped.
+    let waited = std::time::Instant::now();
+    while !answers_assigned.load(std::sync::atomic::Ordering::Acquire) {
+        if waited.elapsed() > std::time::Duration::from_secs(60) {
+            anyhow::bail!("the replies consumer got no partitions within 60 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     readiness.set(true);
     let served = serve(listener, router(state), shutdown).await;
     readiness.set(false);

@@ -31,6 +31,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 pub use transactional::KafkaTransactionalStream;
@@ -211,6 +212,7 @@ struct ConsumerLogs {
     logs: Logs,
     group: String,
     pending: Pending,
+    assigned: Arc<AtomicBool>,
 }
 
 impl ClientContext for ConsumerLogs {
@@ -243,6 +245,7 @@ impl ConsumerContext for ConsumerLogs {
                 tracing::info!(group = %self.group, partitions = ?partitions(tpl), "partitions revoked");
             }
             Rebalance::Assign(tpl) => {
+                self.assigned.store(true, Ordering::Release);
                 tracing::info!(group = %self.group, partitions = ?partitions(tpl), "partitions assigned");
             }
             Rebalance::Error(e) => {
@@ -273,26 +276,55 @@ pub struct KafkaConsumer {
     group: String,
     pending: Pending,
     lag: LagWatch,
+    assigned: Arc<AtomicBool>,
 }
 
 impl KafkaConsumer {
     /// Joins `group` and subscribes to `topics`. A group with no committed
     /// offset starts from the earliest record.
     pub fn new(cfg: &KafkaConfig, group: &str, topics: &[&str]) -> Result<Self, TransportError> {
+        Self::build(cfg, group, topics, "earliest")
+    }
+
+    /// Like [`KafkaConsumer::new`], but a group with no committed offset
+    /// starts at the end: for a reader that only cares about what is produced
+    /// after it joins (an ingress waiting for answers to its own commands).
+    /// Wait for [`KafkaConsumer::assigned`] before relying on it.
+    pub fn from_latest(
+        cfg: &KafkaConfig,
+        group: &str,
+        topics: &[&str],
+    ) -> Result<Self, TransportError> {
+        Self::build(cfg, group, topics, "latest")
+    }
+
+    /// Turns true once the group has given this member its partitions.
+    pub fn assigned(&self) -> Arc<AtomicBool> {
+        self.assigned.clone()
+    }
+
+    fn build(
+        cfg: &KafkaConfig,
+        group: &str,
+        topics: &[&str],
+        reset: &str,
+    ) -> Result<Self, TransportError> {
         let pending = Pending::default();
+        let assigned = Arc::new(AtomicBool::new(false));
         let context = ConsumerLogs {
             logs: Logs {
                 client_id: cfg.client_id.clone(),
             },
             group: group.to_string(),
             pending: pending.clone(),
+            assigned: assigned.clone(),
         };
         let consumer: Stream = cfg
             .client()
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
+            .set("auto.offset.reset", reset)
             .set("isolation.level", "read_committed")
             .create_with_context(context)
             .map_err(|e| TransportError::Other(format!("creating the Kafka consumer: {e}")))?;
@@ -306,6 +338,7 @@ impl KafkaConsumer {
             group: group.to_string(),
             pending,
             lag: LagWatch::default(),
+            assigned,
         })
     }
 

@@ -369,12 +369,24 @@ impl TransactionalStream for KafkaTransactionalStream {
         }
         let producer = self.producer.clone();
         let consumer = self.consumer.clone();
+        let produced = !outputs.is_empty();
         let committed = tokio::task::spawn_blocking(move || -> Result<(), KafkaError> {
-            if !next.is_empty() {
-                let mut tpl = TopicPartitionList::new();
-                for ((topic, partition), offset) in &next {
-                    tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+            let mut tpl = TopicPartitionList::new();
+            for ((topic, partition), offset) in &next {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+            }
+            if next.is_empty() && produced {
+                // Outputs with no input (timer facts): commit the positions
+                // again, unchanged, so the broker still checks this member's
+                // generation (KIP-447) and a member that lost its partitions
+                // without noticing cannot add facts to them.
+                for e in consumer.position()?.elements() {
+                    if let Offset::Offset(o) = e.offset() {
+                        tpl.add_partition_offset(e.topic(), e.partition(), Offset::Offset(o))?;
+                    }
                 }
+            }
+            if tpl.count() > 0 {
                 // Only missing before the consumer joined its group, which it
                 // has if it handed out the records being committed.
                 let metadata = consumer
