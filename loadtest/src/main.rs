@@ -1,0 +1,400 @@
+//! `flashsale`: B buyers arrive at the same second at one schedule, wait in
+//! its waiting room, hold seats once admitted, and leave. Reports joins/s,
+//! holds/s, latency percentiles per request, the time to sell out, and the
+//! number of oversold seats (which must be 0: the run fails otherwise).
+//!
+//! It drives any running platform through its public HTTP API: `ticketing dev`
+//! or the real stack's ingress. `loadtest/run.sh` starts either and records the
+//! result.
+
+mod client;
+mod stats;
+mod verdict;
+
+use anyhow::Context;
+use clap::Parser;
+use client::Client;
+use futures::stream::{self, StreamExt};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde_json::json;
+use stats::{Op, OpSummary, Stats};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use verdict::{Claim, Verdict};
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Flash-sale load generator for the ticketing platform")]
+struct Args {
+    /// The platform's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    base_url: String,
+    /// Buyers arriving at once.
+    #[arg(long, default_value_t = 1000)]
+    buyers: usize,
+    #[arg(long, default_value_t = 20)]
+    rows: u32,
+    #[arg(long, default_value_t = 25)]
+    cols: u32,
+    /// Seats one buyer tries to hold (1..=this, at random).
+    #[arg(long, default_value_t = 2)]
+    seats_per_buyer: usize,
+    /// How often a waiting buyer asks for their status.
+    #[arg(long, default_value_t = 250)]
+    poll_ms: u64,
+    /// Hold attempts per buyer before giving up (seats taken meanwhile).
+    #[arg(long, default_value_t = 10)]
+    hold_attempts: usize,
+    /// Concurrent sign-ups and logins while preparing (not measured).
+    #[arg(long, default_value_t = 16)]
+    setup_concurrency: usize,
+    /// What the run is against, for the report ("dev", "real-stack").
+    #[arg(long, default_value = "dev")]
+    target: String,
+    /// Where to write the JSON report (also printed).
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Seed of the buyers' seat choices.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
+/// How one buyer's visit ended.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Outcome {
+    Held,
+    SoldOut,
+    GaveUp,
+    NotAdmitted,
+    Failed,
+}
+
+#[derive(Serialize)]
+struct Report {
+    target: String,
+    buyers: usize,
+    seats: usize,
+    seats_per_buyer: usize,
+    setup_secs: f64,
+    sale_secs: f64,
+    joins_per_sec: f64,
+    holds_per_sec: f64,
+    requests_per_sec: f64,
+    time_to_sell_out_secs: Option<f64>,
+    seats_held: usize,
+    oversold: usize,
+    verdict: Verdict,
+    outcomes: BTreeMap<Outcome, usize>,
+    requests: BTreeMap<Op, OpSummary>,
+}
+
+struct Sale {
+    client: Client,
+    schedule: String,
+    args: Args,
+    capacity: usize,
+    started: Instant,
+    seats_held: AtomicUsize,
+    sold_out_at_ms: AtomicU64,
+    last_join_done_ms: AtomicU64,
+}
+
+impl Sale {
+    fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// One buyer: join, wait for admission, hold, leave.
+    async fn buyer(&self, i: usize, token: &str) -> (Outcome, Option<Claim>) {
+        match self.visit(i, token).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("buyer {i}: {e:#}");
+                (Outcome::Failed, None)
+            }
+        }
+    }
+
+    async fn visit(&self, i: usize, token: &str) -> anyhow::Result<(Outcome, Option<Claim>)> {
+        let queue = format!("/api/v1/schedules/{}/queue", self.schedule);
+        let a = self
+            .client
+            .command(Op::Join, Method::POST, &queue, token, Some(json!({})))
+            .await?;
+        self.last_join_done_ms
+            .fetch_max(self.elapsed_ms(), Ordering::Relaxed);
+        anyhow::ensure!(
+            a.status.is_success(),
+            "join answered {}: {}",
+            a.status,
+            a.body
+        );
+        let mut status = a.body["status"].as_str().unwrap_or_default().to_string();
+        let me = format!("{queue}/me");
+        while status != "ADMITTED" {
+            match status.as_str() {
+                "WAITING" | "NOT_IN_QUEUE" | "" => {}
+                "SOLD_OUT" => return Ok((Outcome::SoldOut, None)),
+                _ => return Ok((Outcome::NotAdmitted, None)),
+            }
+            if self.sold_out() {
+                // Nothing left to wait for; leave so the room empties.
+                self.leave(&me, token).await?;
+                return Ok((Outcome::SoldOut, None));
+            }
+            tokio::time::sleep(Duration::from_millis(self.args.poll_ms)).await;
+            let a = self
+                .client
+                .call(Op::Status, Method::GET, &me, Some(token), None, None)
+                .await?;
+            status = a.body["status"].as_str().unwrap_or_default().to_string();
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(self.args.seed ^ (i as u64) << 16);
+        let want = rng.gen_range(1..=self.args.seats_per_buyer.max(1));
+        let mut outcome = (Outcome::GaveUp, None);
+        for _ in 0..self.args.hold_attempts {
+            let mut free: Vec<(u64, u64)> = self
+                .client
+                .seats(&self.schedule)
+                .await?
+                .into_iter()
+                .filter(|s| s.2 == "AVAILABLE")
+                .map(|s| (s.0, s.1))
+                .collect();
+            if free.is_empty() {
+                outcome = (Outcome::SoldOut, None);
+                break;
+            }
+            free.shuffle(&mut rng);
+            free.truncate(want);
+            let seats: Vec<_> = free
+                .iter()
+                .map(|(r, c)| json!({"row": r, "col": c}))
+                .collect();
+            let a = self
+                .client
+                .command(
+                    Op::Hold,
+                    Method::POST,
+                    &format!("/api/v1/schedules/{}/holds", self.schedule),
+                    token,
+                    Some(json!({ "seats": seats })),
+                )
+                .await?;
+            match a.status {
+                StatusCode::CREATED => {
+                    let n = free.len();
+                    let total = self.seats_held.fetch_add(n, Ordering::Relaxed) + n;
+                    if total >= self.capacity {
+                        let _ = self.sold_out_at_ms.compare_exchange(
+                            0,
+                            self.elapsed_ms(),
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
+                    }
+                    outcome = (
+                        Outcome::Held,
+                        Some(Claim {
+                            buyer: i,
+                            seats: free,
+                        }),
+                    );
+                    break;
+                }
+                // Someone was faster: look again.
+                StatusCode::CONFLICT => continue,
+                StatusCode::FORBIDDEN => {
+                    outcome = (Outcome::NotAdmitted, None);
+                    break;
+                }
+                other => anyhow::bail!("hold answered {other}: {}", a.body),
+            }
+        }
+        // Paying is the next issue's; leaving frees the admission slot now.
+        self.leave(&me, token).await?;
+        Ok(outcome)
+    }
+
+    async fn leave(&self, me: &str, token: &str) -> anyhow::Result<()> {
+        let a = self
+            .client
+            .command(Op::Leave, Method::DELETE, me, token, None)
+            .await?;
+        anyhow::ensure!(
+            a.status == StatusCode::NO_CONTENT,
+            "leave answered {}: {}",
+            a.status,
+            a.body
+        );
+        Ok(())
+    }
+
+    fn sold_out(&self) -> bool {
+        self.seats_held.load(Ordering::Relaxed) >= self.capacity
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let stats = Arc::new(Stats::default());
+    let client = Client::new(&args.base_url, stats.clone())?;
+    let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+
+    // ----- setup (not measured) ------------------------------------------
+    let setup = Instant::now();
+    let seller = client
+        .account("SELLER", &format!("seller-{run}"))
+        .await
+        .context("the seller's account")?;
+    let schedule = client
+        .schedule(&seller, args.rows, args.cols, 90)
+        .await
+        .context("the schedule")?;
+    let tokens: Vec<String> = stream::iter(0..args.buyers)
+        .map(|i| {
+            let client = client.clone();
+            let run = run.clone();
+            async move { client.account("USER", &format!("b{i}-{run}")).await }
+        })
+        .buffered(args.setup_concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()
+        .context("the buyers' accounts")?;
+    // The read model may trail the schedule's creation by a moment.
+    let wait = Instant::now();
+    while client.seats(&schedule).await.is_err() {
+        anyhow::ensure!(
+            wait.elapsed() < Duration::from_secs(60),
+            "the schedule's seat map never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let setup_secs = setup.elapsed().as_secs_f64();
+    eprintln!(
+        "setup: {} buyers and a {}x{} schedule in {setup_secs:.1}s",
+        args.buyers, args.rows, args.cols
+    );
+    // Requests other than sign-ups made while preparing (the seat-map wait).
+    let setup_requests: u64 = stats
+        .summary()
+        .iter()
+        .filter(|(op, _)| **op != Op::Setup)
+        .map(|(_, s)| s.count)
+        .sum();
+
+    // ----- the sale --------------------------------------------------------
+    let capacity = (args.rows * args.cols) as usize;
+    let sale = Arc::new(Sale {
+        client: client.clone(),
+        schedule: schedule.clone(),
+        args: args.clone(),
+        capacity,
+        started: Instant::now(),
+        seats_held: AtomicUsize::new(0),
+        sold_out_at_ms: AtomicU64::new(0),
+        last_join_done_ms: AtomicU64::new(0),
+    });
+    let tasks: Vec<_> = tokens
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, token)| {
+            let sale = sale.clone();
+            tokio::spawn(async move { sale.buyer(i, &token).await })
+        })
+        .collect();
+    let mut outcomes: BTreeMap<Outcome, usize> = BTreeMap::new();
+    let mut claims = Vec::new();
+    for t in tasks {
+        let (outcome, claim) = t.await?;
+        *outcomes.entry(outcome).or_default() += 1;
+        claims.extend(claim);
+    }
+    let sale_secs = sale.started.elapsed().as_secs_f64();
+    let sale_requests = stats
+        .summary()
+        .iter()
+        .filter(|(op, _)| **op != Op::Setup)
+        .map(|(_, s)| s.count)
+        .sum::<u64>()
+        - setup_requests;
+
+    // ----- verification ----------------------------------------------------
+    let map = client.seats(&schedule).await?;
+    let mut pending_by_buyer = BTreeMap::new();
+    for claim in &claims {
+        let a = client
+            .call(
+                Op::Bookings,
+                Method::GET,
+                "/api/v1/bookings",
+                Some(&tokens[claim.buyer]),
+                None,
+                None,
+            )
+            .await?;
+        let seats: Vec<(u64, u64)> = a.body["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter(|b| b["schedule_id"] == schedule.as_str() && b["status"] == "PENDING")
+                    .filter_map(|b| Some((b["row"].as_u64()?, b["col"].as_u64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        pending_by_buyer.insert(claim.buyer, seats);
+    }
+    let verdict = verdict::judge(&claims, &map, &pending_by_buyer, args.seats_per_buyer);
+
+    let requests = stats.summary();
+    let joins = requests.get(&Op::Join).map_or(0, |s| s.count);
+    let join_window = (sale.last_join_done_ms.load(Ordering::Relaxed).max(1)) as f64 / 1000.0;
+    let held_requests = claims.len();
+    let sold_out_ms = sale.sold_out_at_ms.load(Ordering::Relaxed);
+    let report = Report {
+        target: args.target.clone(),
+        buyers: args.buyers,
+        seats: capacity,
+        seats_per_buyer: args.seats_per_buyer,
+        setup_secs,
+        sale_secs,
+        joins_per_sec: joins as f64 / join_window,
+        holds_per_sec: held_requests as f64 / sale_secs,
+        requests_per_sec: sale_requests as f64 / sale_secs,
+        time_to_sell_out_secs: (sold_out_ms > 0).then(|| sold_out_ms as f64 / 1000.0),
+        seats_held: verdict.claimed_seats,
+        oversold: verdict.oversold,
+        verdict: verdict.clone(),
+        outcomes,
+        requests,
+    };
+    let text = serde_json::to_string_pretty(&report)?;
+    println!("{text}");
+    if let Some(path) = &args.json {
+        std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    eprintln!(
+        "{}: {} buyers, {} seats: joins/s {:.0}, holds/s {:.0}, sold out in {}, oversold {}",
+        report.target,
+        report.buyers,
+        report.seats,
+        report.joins_per_sec,
+        report.holds_per_sec,
+        report
+            .time_to_sell_out_secs
+            .map_or("(not sold out)".to_string(), |s| format!("{s:.2}s")),
+        report.oversold
+    );
+    anyhow::ensure!(verdict.is_clean(), "the sale is not clean: {verdict:?}");
+    Ok(())
+}
