@@ -254,6 +254,9 @@ pub struct ScheduleProjectionSink {
     writer: Arc<dyn ScheduleViewWriter>,
     /// The changes of a record whose write failed, kept for its retry.
     pending: parking_lot::Mutex<Option<PendingWrite>>,
+    /// What the writer is known to hold, per schedule: a replay after a
+    /// restart skips those records without asking the writer each time.
+    applied: parking_lot::Mutex<HashMap<ScheduleId, i64>>,
 }
 
 type PendingWrite = (i64, i32, (ScheduleId, Vec<ScheduleViewChange>));
@@ -265,6 +268,7 @@ impl ScheduleProjectionSink {
             fold: ScheduleViews::new(settings),
             writer,
             pending: parking_lot::Mutex::new(None),
+            applied: parking_lot::Mutex::new(HashMap::new()),
         }
     }
 }
@@ -300,8 +304,34 @@ impl RecordHandler for ScheduleProjectionSink {
         if changes.is_empty() {
             return Ok(());
         }
+        let known = self.applied.lock().get(&schedule).copied();
+        let known = match known {
+            Some(offset) => Some(offset),
+            None => match self.writer.applied_offset(schedule).await {
+                Ok(Some(offset)) => {
+                    self.applied.lock().insert(schedule, offset);
+                    Some(offset)
+                }
+                Ok(None) => {
+                    // Offsets start at 0: -1 is "nothing applied yet".
+                    self.applied.lock().insert(schedule, -1);
+                    None
+                }
+                Err(e) => {
+                    *self.pending.lock() =
+                        Some((record.offset, record.partition, (schedule, changes)));
+                    return Err(HandleError::Retryable(e.to_string()));
+                }
+            },
+        };
+        if known.is_some_and(|o| o >= record.offset) {
+            return Ok(());
+        }
         match self.writer.apply(schedule, record.offset, &changes).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.applied.lock().insert(schedule, record.offset);
+                Ok(())
+            }
             Err(e) => {
                 *self.pending.lock() = Some((record.offset, record.partition, (schedule, changes)));
                 Err(HandleError::Retryable(e.to_string()))
@@ -411,6 +441,101 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A writer that records every call, holding one offset per schedule.
+    #[derive(Default)]
+    struct CountingWriter {
+        applied: parking_lot::Mutex<HashMap<ScheduleId, i64>>,
+        applies: std::sync::atomic::AtomicUsize,
+        lookups: std::sync::atomic::AtomicUsize,
+        fail_next: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl ScheduleViewWriter for CountingWriter {
+        async fn apply(
+            &self,
+            schedule: ScheduleId,
+            offset: i64,
+            _changes: &[ScheduleViewChange],
+        ) -> Result<bool, StoreError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            if self.fail_next.swap(false, SeqCst) {
+                return Err(StoreError::Unavailable("down".into()));
+            }
+            self.applies.fetch_add(1, SeqCst);
+            let mut applied = self.applied.lock();
+            if applied.get(&schedule).is_some_and(|o| *o >= offset) {
+                return Ok(false);
+            }
+            applied.insert(schedule, offset);
+            Ok(true)
+        }
+        async fn applied_offset(&self, schedule: ScheduleId) -> Result<Option<i64>, StoreError> {
+            self.lookups
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(self.applied.lock().get(&schedule).copied())
+        }
+    }
+
+    /// A restarted projection replays the changelog through its fold but asks
+    /// the writer once per schedule, not once per record; a failed write is
+    /// retried with the changes derived the first time.
+    #[test]
+    fn a_replay_skips_what_the_writer_holds() {
+        use std::sync::atomic::Ordering::SeqCst;
+        block_on(async {
+            let registry = Arc::new(ticketing_schemas::EmbeddedSchemaRegistry::in_memory());
+            let codec = EventCodec::start(registry).await.unwrap();
+            let settings = Settings::default();
+            let c = created();
+            let mut state = ScheduleState::new(&c);
+            let mut events = vec![Event::ScheduleInitialised(c.clone())];
+            for i in 0..5u8 {
+                let env = Envelope {
+                    command_id: CommandId::from_uuid(Uuid::from_u128(500 + u128::from(i))),
+                    at: t(i64::from(i)),
+                    seed: 1,
+                    command: Command::Join { user: user(i) },
+                };
+                for fact in state.handle(&settings, &env).facts {
+                    events.push(Event::ScheduleFactRecorded(ScheduleFactRecorded {
+                        meta: meta(),
+                        schedule_id: c.schedule_id,
+                        fact,
+                    }));
+                }
+            }
+            let mut records = Vec::new();
+            for (i, e) in events.iter().enumerate() {
+                records.push(Record {
+                    topic: "changelog".into(),
+                    partition: 3,
+                    offset: 100 + i as i64,
+                    key: None,
+                    payload: codec.encode(e).await.unwrap(),
+                    timestamp: t(0),
+                });
+            }
+            let writer = Arc::new(CountingWriter::default());
+            let first = ScheduleProjectionSink::new(codec.clone(), settings, writer.clone());
+            writer.fail_next.store(true, SeqCst);
+            assert!(first.handle(&records[0]).await.is_err());
+            for r in &records {
+                first.handle(r).await.unwrap();
+            }
+            let written = writer.applies.load(SeqCst);
+            assert_eq!(written, records.len(), "every record written once");
+            assert_eq!(writer.lookups.load(SeqCst), 1);
+
+            let restarted = ScheduleProjectionSink::new(codec, settings, writer.clone());
+            for r in &records {
+                restarted.handle(r).await.unwrap();
+            }
+            assert_eq!(writer.applies.load(SeqCst), written, "nothing rewritten");
+            assert_eq!(writer.lookups.load(SeqCst), 2, "one look-up per schedule");
+        });
     }
 
     #[test]

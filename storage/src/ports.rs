@@ -190,4 +190,7 @@ pub trait ScheduleViewWriter: Send + Sync + 'static {
         offset: i64,
         changes: &[ScheduleViewChange],
     ) -> Result<bool, StoreError>;
+
+    /// The last offset applied for the schedule, `None` if none was.
+    async fn applied_offset(&self, schedule: ScheduleId) -> Result<Option<i64>, StoreError>;
 }

@@ -231,6 +231,16 @@ impl ScheduleViewWriter for RedisScheduleViews {
             .map_err(unavailable)?;
         Ok(applied == 1)
     }
+
+    async fn applied_offset(&self, schedule: ScheduleId) -> Result<Option<i64>, StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("HGET")
+            .arg(keys(schedule).meta)
+            .arg("offset")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
 }
 
 #[async_trait]

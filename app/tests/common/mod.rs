@@ -1033,14 +1033,16 @@ pub async fn run_buyers(api: &Api, schedule: &str, accounts: &[Account]) -> Vec<
             "{s} {body}"
         );
         loop {
-            let (_, body) = api.get(&format!("{queue}/me"), Some(&buyer.access)).await;
+            let (s, body) = api.get(&format!("{queue}/me"), Some(&buyer.access)).await;
             match body["status"].as_str() {
                 Some("ADMITTED") => break,
-                Some("WAITING") | Some("NOT_IN_QUEUE") => {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await
-                }
+                Some("WAITING") | Some("NOT_IN_QUEUE") => {}
+                // The read model is catching up; the answer says to retry.
+                None if s == StatusCode::SERVICE_UNAVAILABLE
+                    && body["code"] == "SCHEDULE_NOT_READY" => {}
                 other => panic!("unexpected queue status {other:?}: {body}"),
             }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         let mut held = 0;
         for attempt in 0..20 {
