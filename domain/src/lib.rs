@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod error;
 pub mod events;
 pub mod ids;
+pub mod payment;
 pub mod schedule;
 
 pub use error::ValidationError;
