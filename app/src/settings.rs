@@ -190,4 +190,9 @@ pub struct ProcessorSettings {
     /// name is the natural choice.
     #[arg(long, env = "TICKETING_INSTANCE_ID", default_value = "processor-0")]
     pub instance_id: String,
+    /// Changelog records of a partition between two rounds of snapshots: a
+    /// partition's restore reads its snapshots and at most about this many
+    /// changelog records.
+    #[arg(long, env = "TICKETING_SNAPSHOT_EVERY", default_value_t = 20_000)]
+    pub snapshot_every: usize,
 }

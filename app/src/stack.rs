@@ -223,12 +223,9 @@ pub async fn run_processor(
         ops_router(metrics.clone(), readiness.clone()),
         shutdown.clone(),
     );
-    let processor = ScheduleProcessor::new(
-        stream,
-        codec,
-        ProcessorConfig::new(settings.instance_id.clone(), core),
-        metrics,
-    );
+    let mut config = ProcessorConfig::new(settings.instance_id.clone(), core);
+    config.snapshot_every = settings.snapshot_every.max(1);
+    let processor = ScheduleProcessor::new(stream, codec, config, metrics);
     readiness.set(true);
     let (ops, processed) = tokio::join!(ops, processor.run(shutdown));
     processed.context("schedule processor")?;

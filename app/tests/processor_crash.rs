@@ -69,6 +69,8 @@ fn spawn_processor(instance: &str, log: &std::path::Path) -> Child {
         .arg("processor")
         .env("TICKETING_PROCESSOR_GROUP", GROUP)
         .env("TICKETING_INSTANCE_ID", instance)
+        // The restart restores from snapshots plus the changelog after them.
+        .env("TICKETING_SNAPSHOT_EVERY", "20")
         .env("TICKETING_OPS_LISTEN", ops_addr.to_string())
         .env("TICKETING_ADMISSION_MAX_ACTIVE", MAX_ACTIVE.to_string())
         .env("TICKETING_ADMISSION_TTL_SECS", "600")

@@ -99,6 +99,8 @@ async fn start() -> Stack {
         ops_listen: processor_ops.local_addr().unwrap(),
         group: PROCESSOR_GROUP.into(),
         instance_id: format!("e2e-{keyspace}"),
+        // Small, so the tests write and restore from snapshots.
+        snapshot_every: 25,
     };
     let tasks = vec![
         tokio::spawn(ticketing::stack::run_ingress(

@@ -5,7 +5,7 @@
 
 use crate::account::Role;
 use crate::ids::{CommandId, ConcertId, EventId, ScheduleId, StageId, UserId};
-use crate::schedule::{Envelope, Fact, Reply};
+use crate::schedule::{Envelope, Fact, Reply, ScheduleState};
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -110,6 +110,27 @@ pub struct ScheduleCommandAnswered {
     pub reply: Reply,
 }
 
+/// One schedule's whole state as the processor holds it, taken so that a
+/// restore reads this instead of the schedule's changelog from its start. It
+/// covers every changelog record of the schedule's partition below
+/// `covers_to`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleSnapshotted {
+    pub meta: EventMeta,
+    pub schedule_id: ScheduleId,
+    pub covers_to: i64,
+    pub state: Box<ScheduleState>,
+}
+
+/// Written with each round of snapshots of one partition: a restore reads the
+/// latest snapshot of every schedule, then the changelog from `restore_from`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotsCheckpointed {
+    pub meta: EventMeta,
+    pub partition: i32,
+    pub restore_from: i64,
+}
+
 /// Every event the platform produces.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
@@ -124,6 +145,8 @@ pub enum Event {
     ScheduleTicked(ScheduleTicked),
     ScheduleFactRecorded(ScheduleFactRecorded),
     ScheduleCommandAnswered(ScheduleCommandAnswered),
+    ScheduleSnapshotted(ScheduleSnapshotted),
+    SnapshotsCheckpointed(SnapshotsCheckpointed),
 }
 
 impl Event {
@@ -137,6 +160,8 @@ impl Event {
             Event::ScheduleTicked(e) => &e.meta,
             Event::ScheduleFactRecorded(e) => &e.meta,
             Event::ScheduleCommandAnswered(e) => &e.meta,
+            Event::ScheduleSnapshotted(e) => &e.meta,
+            Event::SnapshotsCheckpointed(e) => &e.meta,
         }
     }
 
@@ -155,6 +180,10 @@ impl Event {
             // Replies are keyed by the waiting instance, so one instance's
             // answers stay on one partition of the replies topic.
             Event::ScheduleCommandAnswered(e) => e.reply_to.clone(),
+            // Compaction keeps the latest snapshot of each schedule and the
+            // latest checkpoint of each partition.
+            Event::ScheduleSnapshotted(e) => e.schedule_id.to_string(),
+            Event::SnapshotsCheckpointed(e) => format!("checkpoint-{}", e.partition),
         }
     }
 
@@ -170,6 +199,8 @@ impl Event {
             Event::ScheduleTicked(_) => "ScheduleTicked",
             Event::ScheduleFactRecorded(_) => "ScheduleFactRecorded",
             Event::ScheduleCommandAnswered(_) => "ScheduleCommandAnswered",
+            Event::ScheduleSnapshotted(_) => "ScheduleSnapshotted",
+            Event::SnapshotsCheckpointed(_) => "SnapshotsCheckpointed",
         }
     }
 }

@@ -133,6 +133,12 @@ impl PartitionWorker {
         }
     }
 
+    /// Puts back a schedule's state from a snapshot; its changelog records
+    /// after the snapshot follow through [`PartitionWorker::restore`].
+    pub fn restore_snapshot(&mut self, state: ScheduleState) {
+        self.schedules.insert(state.schedule_id, state);
+    }
+
     /// Rebuilds state from the changelog, record by record, in log order.
     pub fn restore(&mut self, change: &Change) {
         match change {

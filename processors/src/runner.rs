@@ -14,7 +14,10 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use ticketing_domain::events::{Event, EventMeta, ScheduleCommandAnswered, ScheduleFactRecorded};
+use ticketing_domain::events::{
+    Event, EventMeta, ScheduleCommandAnswered, ScheduleFactRecorded, ScheduleSnapshotted,
+    SnapshotsCheckpointed,
+};
 use ticketing_domain::ids::{CommandId, EventId};
 use ticketing_domain::schedule::{Command, Envelope, Reply, Settings};
 use ticketing_runtime::shutdown::Shutdown;
@@ -35,6 +38,12 @@ pub struct ProcessorConfig {
     pub batch_max: usize,
     /// How often due timers fire on schedules that get no commands.
     pub tick_every: Duration,
+    /// Changelog records of a partition between two rounds of snapshots: a
+    /// restore reads at most about this many records past the snapshots.
+    pub snapshot_every: usize,
+    /// A partition with changes not yet in a snapshot gets a round at least
+    /// this often, so quiet partitions restore fast too.
+    pub snapshot_interval: Duration,
 }
 
 impl ProcessorConfig {
@@ -44,6 +53,8 @@ impl ProcessorConfig {
             settings,
             batch_max: 500,
             tick_every: Duration::from_millis(500),
+            snapshot_every: 20_000,
+            snapshot_interval: Duration::from_secs(300),
         }
     }
 }
@@ -55,6 +66,42 @@ pub enum ProcessorError {
     Fenced,
     #[error("encoding an output failed: {0}")]
     Encode(CodecError),
+}
+
+/// A snapshot larger than this is not written (the topic's limit is 32 MiB
+/// before compression); the partition's restore then reads more changelog.
+const MAX_SNAPSHOT_BYTES: usize = 30 * 1024 * 1024;
+
+/// What changed in a partition since its last round of snapshots.
+#[derive(Debug)]
+struct SnapshotTracker {
+    dirty: std::collections::BTreeSet<ticketing_domain::ids::ScheduleId>,
+    changes: usize,
+    last_round: Instant,
+}
+
+impl SnapshotTracker {
+    fn new() -> Self {
+        Self {
+            dirty: Default::default(),
+            changes: 0,
+            last_round: Instant::now(),
+        }
+    }
+
+    fn mark(&mut self, change: &Change) {
+        self.changes += 1;
+        self.dirty.insert(match change {
+            Change::Created(c) => c.schedule_id,
+            Change::Fact { schedule_id, .. } => *schedule_id,
+        });
+    }
+
+    fn due(&self, config: &ProcessorConfig) -> bool {
+        !self.dirty.is_empty()
+            && (self.changes >= config.snapshot_every
+                || self.last_round.elapsed() >= config.snapshot_interval)
+    }
 }
 
 /// How long to wait before trying a failed transport or registry call again.
@@ -90,6 +137,7 @@ pub struct ScheduleProcessor<S> {
     config: ProcessorConfig,
     metrics: Metrics,
     workers: BTreeMap<i32, PartitionWorker>,
+    snapshots: BTreeMap<i32, SnapshotTracker>,
 }
 
 impl<S: TransactionalStream> ScheduleProcessor<S> {
@@ -100,6 +148,7 @@ impl<S: TransactionalStream> ScheduleProcessor<S> {
             config,
             metrics,
             workers: BTreeMap::new(),
+            snapshots: BTreeMap::new(),
         }
     }
 
@@ -118,6 +167,7 @@ impl<S: TransactionalStream> ScheduleProcessor<S> {
                 Ok(StreamEvent::Revoked(tps)) => {
                     for tp in tps.iter().filter(|tp| tp.topic == topics::SCHEDULES) {
                         self.workers.remove(&tp.partition);
+                        self.snapshots.remove(&tp.partition);
                     }
                     self.owned_changed();
                     Ok(())
@@ -152,6 +202,7 @@ impl<S: TransactionalStream> ScheduleProcessor<S> {
             tracing::debug!(error = %e, "closing the processor's stream");
         }
         self.workers.clear();
+        self.snapshots.clear();
         self.owned_changed();
         result
     }
@@ -174,7 +225,33 @@ impl<S: TransactionalStream> ScheduleProcessor<S> {
         }
     }
 
-    /// Rebuilds the workers of newly owned partitions from their changelog.
+    /// Reads a whole partition (from `from`), retrying while the log is
+    /// unavailable. `None` when shutting down.
+    async fn read_all(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        shutdown: &Shutdown,
+    ) -> Result<Option<Vec<Record>>, ProcessorError> {
+        loop {
+            match self.stream.read_partition(topic, partition, from).await {
+                Ok(records) => return Ok(Some(records)),
+                Err(TransportError::Closed) => return Err(ProcessorError::Fenced),
+                Err(e) => {
+                    tracing::warn!(topic, partition, error = %e, "unreadable; retrying");
+                    if shutdown.is_triggered() {
+                        return Ok(None);
+                    }
+                    tokio::time::sleep(RETRY_AFTER).await;
+                }
+            }
+        }
+    }
+
+    /// Rebuilds the workers of newly owned partitions: the latest snapshot of
+    /// each schedule, then the changelog from where the partition's latest
+    /// round of snapshots ends (from its start if it never had one).
     async fn assign(
         &mut self,
         tps: Vec<TopicPartition>,
@@ -182,53 +259,182 @@ impl<S: TransactionalStream> ScheduleProcessor<S> {
     ) -> Result<(), ProcessorError> {
         for tp in tps.into_iter().filter(|tp| tp.topic == topics::SCHEDULES) {
             let started = Instant::now();
-            let changelog = loop {
-                match self
-                    .stream
-                    .read_partition(topics::SCHEDULE_EVENTS, tp.partition)
-                    .await
-                {
-                    Ok(records) => break records,
-                    Err(TransportError::Closed) => return Err(ProcessorError::Fenced),
-                    Err(e) => {
-                        tracing::warn!(partition = tp.partition, error = %e, "changelog unreadable; retrying");
-                        if shutdown.is_triggered() {
-                            return Ok(());
-                        }
-                        tokio::time::sleep(RETRY_AFTER).await;
-                    }
-                }
+            let Some(snapshot_records) = self
+                .read_all(topics::SCHEDULE_SNAPSHOTS, tp.partition, 0, shutdown)
+                .await?
+            else {
+                return Ok(());
             };
-            let mut worker = PartitionWorker::new(self.config.settings);
-            let mut applied = 0usize;
-            for record in &changelog {
+            let mut snapshots = BTreeMap::new();
+            let mut restore_from = 0;
+            for record in &snapshot_records {
                 match self.decode(record, shutdown).await {
-                    Some(Event::ScheduleInitialised(created)) => {
-                        worker.restore(&Change::Created(created));
-                        applied += 1;
+                    Some(Event::ScheduleSnapshotted(s)) => {
+                        snapshots.insert(s.schedule_id, s);
                     }
-                    Some(Event::ScheduleFactRecorded(f)) => {
-                        worker.restore(&Change::Fact {
-                            schedule_id: f.schedule_id,
-                            fact: f.fact,
-                        });
-                        applied += 1;
+                    Some(Event::SnapshotsCheckpointed(c)) if c.partition == tp.partition => {
+                        restore_from = c.restore_from;
                     }
                     _ => {}
                 }
             }
+            if restore_from == 0 {
+                // No round ever completed here: the changelog from its start
+                // is the whole truth.
+                snapshots.clear();
+            }
+            let mut worker = PartitionWorker::new(self.config.settings);
+            let mut covers = BTreeMap::new();
+            let from_snapshots = snapshots.len();
+            for (id, s) in snapshots {
+                covers.insert(id, s.covers_to);
+                worker.restore_snapshot(*s.state);
+            }
+            let Some(changelog) = self
+                .read_all(
+                    topics::SCHEDULE_EVENTS,
+                    tp.partition,
+                    restore_from,
+                    shutdown,
+                )
+                .await?
+            else {
+                return Ok(());
+            };
+            let mut tracker = SnapshotTracker::new();
+            let mut applied = 0usize;
+            for record in &changelog {
+                let change = match self.decode(record, shutdown).await {
+                    Some(Event::ScheduleInitialised(created)) => Change::Created(created),
+                    Some(Event::ScheduleFactRecorded(f)) => Change::Fact {
+                        schedule_id: f.schedule_id,
+                        fact: f.fact,
+                    },
+                    _ => continue,
+                };
+                let schedule_id = match &change {
+                    Change::Created(c) => c.schedule_id,
+                    Change::Fact { schedule_id, .. } => *schedule_id,
+                };
+                // Already in the schedule's snapshot.
+                if covers.get(&schedule_id).is_some_and(|c| record.offset < *c) {
+                    continue;
+                }
+                worker.restore(&change);
+                tracker.mark(&change);
+                applied += 1;
+            }
             tracing::info!(
                 processor = %self.config.name,
                 partition = tp.partition,
+                snapshots = from_snapshots,
+                restore_from,
                 changes = applied,
                 schedules = worker.schedules().count(),
                 elapsed_ms = started.elapsed().as_millis() as u64,
-                "partition restored from its changelog"
+                "partition restored"
             );
             self.workers.insert(tp.partition, worker);
+            self.snapshots.insert(tp.partition, tracker);
         }
         self.owned_changed();
         Ok(())
+    }
+
+    /// Runs the rounds of snapshots that are due, after a commit or on a tick.
+    async fn snapshot_due(&mut self) -> Result<(), ProcessorError> {
+        let due: Vec<i32> = self
+            .snapshots
+            .iter()
+            .filter(|(p, t)| self.workers.contains_key(p) && t.due(&self.config))
+            .map(|(p, _)| *p)
+            .collect();
+        for partition in due {
+            self.snapshot_round(partition).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the state of every schedule of `partition` that changed since the
+    /// last round, and the checkpoint that lets a restore start at the
+    /// changelog's current end, in one transaction. A round that cannot be
+    /// written is skipped: restores then read more changelog, nothing else.
+    async fn snapshot_round(&mut self, partition: i32) -> Result<(), ProcessorError> {
+        let covers_to = match self
+            .stream
+            .end_offset(topics::SCHEDULE_EVENTS, partition)
+            .await
+        {
+            Ok(o) => o,
+            Err(TransportError::Closed) => return Err(ProcessorError::Fenced),
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "changelog end unknown; snapshots postponed");
+                return Ok(());
+            }
+        };
+        let (Some(worker), Some(tracker)) =
+            (self.workers.get(&partition), self.snapshots.get(&partition))
+        else {
+            return Ok(());
+        };
+        let origin = format!("snapshot/{partition}/{covers_to}");
+        let now = chrono::Utc::now();
+        let mut events = Vec::with_capacity(tracker.dirty.len() + 1);
+        for (i, id) in tracker.dirty.iter().enumerate() {
+            if let Some(state) = worker.schedule(*id) {
+                events.push(Event::ScheduleSnapshotted(ScheduleSnapshotted {
+                    meta: EventMeta {
+                        event_id: output_id(origin.as_bytes(), i),
+                        occurred_at: now,
+                        actor: None,
+                    },
+                    schedule_id: *id,
+                    covers_to,
+                    state: Box::new(state.clone()),
+                }));
+            }
+        }
+        events.push(Event::SnapshotsCheckpointed(SnapshotsCheckpointed {
+            meta: EventMeta {
+                event_id: output_id(origin.as_bytes(), usize::MAX),
+                occurred_at: now,
+                actor: None,
+            },
+            partition,
+            restore_from: covers_to,
+        }));
+        let mut outputs = Vec::with_capacity(events.len());
+        let mut bytes = 0;
+        for event in &events {
+            let payload = self.encoded(event).await?;
+            if payload.len() > MAX_SNAPSHOT_BYTES {
+                tracing::warn!(partition, key = %event.key(), bytes = payload.len(),
+                    "a snapshot is too large to write; this round is skipped");
+                return Ok(());
+            }
+            bytes += payload.len();
+            outputs.push(OutRecord {
+                topic: topics::SCHEDULE_SNAPSHOTS.to_string(),
+                key: event.key(),
+                partition: Some(partition),
+                payload,
+            });
+        }
+        let schedules = outputs.len() - 1;
+        match self.stream.commit(outputs, &[]).await {
+            Ok(()) => {
+                tracing::info!(processor = %self.config.name, partition, covers_to, schedules, bytes,
+                    "snapshots written");
+                self.snapshots.insert(partition, SnapshotTracker::new());
+                Ok(())
+            }
+            Err(TransportError::Closed) => Err(ProcessorError::Fenced),
+            Err(e) => {
+                tracing::warn!(processor = %self.config.name, partition, error = %e,
+                    "snapshots not written; the partition will be restored");
+                Ok(())
+            }
+        }
     }
 
     /// Decodes a record; a registry outage is waited out (the record cannot be
@@ -315,7 +521,7 @@ impl<S: TransactionalStream> ScheduleProcessor<S> {
             .await?;
         }
         if outputs.is_empty() && records.is_empty() {
-            return Ok(());
+            return self.snapshot_due().await;
         }
         let produced = outputs.len();
         match self.stream.commit(outputs, records).await {
@@ -333,7 +539,7 @@ impl<S: TransactionalStream> ScheduleProcessor<S> {
                     outputs = produced,
                     "batch committed"
                 );
-                Ok(())
+                self.snapshot_due().await
             }
             Err(TransportError::Closed) => Err(ProcessorError::Fenced),
             Err(e) => {
@@ -357,7 +563,7 @@ impl<S: TransactionalStream> ScheduleProcessor<S> {
     }
 
     async fn encode(
-        &self,
+        &mut self,
         partition: i32,
         origin: &[u8],
         out: Output,
@@ -374,6 +580,13 @@ impl<S: TransactionalStream> ScheduleProcessor<S> {
             }
         };
         let mut events = Vec::with_capacity(out.changes.len() + 1);
+        let tracker = self
+            .snapshots
+            .entry(partition)
+            .or_insert_with(SnapshotTracker::new);
+        for change in &out.changes {
+            tracker.mark(change);
+        }
         for change in out.changes {
             events.push(match change {
                 Change::Created(created) => Event::ScheduleInitialised(created),

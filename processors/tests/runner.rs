@@ -31,6 +31,9 @@ struct Log {
     committed_offset: i64,
     changelog: Vec<Vec<u8>>,
     replies: Vec<Vec<u8>>,
+    snapshots: Vec<Vec<u8>>,
+    /// Every partition read: (topic, from).
+    reads: Vec<(String, i64)>,
     /// Commits to fail, counted down.
     fail_commits: usize,
     commits: usize,
@@ -117,6 +120,7 @@ impl TransactionalStream for ScriptedStream {
             match o.topic.as_str() {
                 topics::SCHEDULE_EVENTS => log.changelog.push(o.payload),
                 topics::SCHEDULE_REPLIES => log.replies.push(o.payload),
+                topics::SCHEDULE_SNAPSHOTS => log.snapshots.push(o.payload),
                 other => panic!("unexpected output topic {other}"),
             }
         }
@@ -130,15 +134,26 @@ impl TransactionalStream for ScriptedStream {
         &mut self,
         topic: &str,
         _partition: i32,
+        from: i64,
     ) -> Result<Vec<Record>, TransportError> {
-        assert_eq!(topic, topics::SCHEDULE_EVENTS);
-        let log = self.log.lock();
-        Ok(log
-            .changelog
+        let mut log = self.log.lock();
+        log.reads.push((topic.to_string(), from));
+        let source = match topic {
+            topics::SCHEDULE_EVENTS => &log.changelog,
+            topics::SCHEDULE_SNAPSHOTS => &log.snapshots,
+            other => panic!("read of {other}"),
+        };
+        Ok(source
             .iter()
             .enumerate()
+            .skip(from as usize)
             .map(|(i, p)| record(topic, i as i64, p))
             .collect())
+    }
+
+    async fn end_offset(&mut self, topic: &str, _partition: i32) -> Result<i64, TransportError> {
+        assert_eq!(topic, topics::SCHEDULE_EVENTS);
+        Ok(self.log.lock().changelog.len() as i64)
     }
 
     async fn close(&mut self) -> Result<(), TransportError> {
@@ -221,11 +236,15 @@ impl Fixture {
 
     /// Runs one processor member until every input is committed.
     async fn run_until_caught_up(&self, settings: Settings) {
+        self.run_with(ProcessorConfig::new("test", settings)).await
+    }
+
+    async fn run_with(&self, config: ProcessorConfig) {
         let (trigger, stop) = shutdown::channel();
         let processor = ScheduleProcessor::new(
             ScriptedStream::join(self.log.clone()),
             self.codec.clone(),
-            ProcessorConfig::new("test", settings),
+            config,
             Metrics::new("test"),
         );
         let task = tokio::spawn(processor.run(stop));
@@ -411,4 +430,81 @@ async fn holds_expire_on_an_idle_schedule() {
     trigger.trigger();
     task.await.unwrap().unwrap();
     assert!(expired, "the hold expired with no command arriving");
+}
+
+/// With snapshots, a new member reads the latest snapshot of each schedule and
+/// only the changelog after it, and decides exactly as if it had read the
+/// whole changelog: a seat held before the snapshot stays held, a hold
+/// redelivered after it is recognised.
+#[tokio::test]
+async fn a_restore_reads_the_snapshots_and_only_the_changelog_after_them() {
+    let f = Fixture::new(1, 3).await;
+    let settings = Settings {
+        max_active: 10,
+        admission_ttl_secs: 600,
+        hold_ttl_secs: 600,
+        max_seats_per_user: 2,
+    };
+    let mut config = ProcessorConfig::new("test", settings);
+    config.snapshot_every = 3;
+    f.command(1, Command::Join { user: user(1) }).await;
+    f.command(2, Command::Join { user: user(2) }).await;
+    f.command(3, hold(1, 1, 1, 100)).await;
+    f.command(4, Command::Join { user: user(3) }).await;
+    f.run_with(config.clone()).await;
+    let (snapshots, changelog_len) = {
+        let log = f.log.lock();
+        (log.snapshots.clone(), log.changelog.len() as i64)
+    };
+    let events = f.decoded(&snapshots).await;
+    let restore_from = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SnapshotsCheckpointed(c) => Some(c.restore_from),
+            _ => None,
+        })
+        .last()
+        .expect("a round of snapshots was written");
+    assert!(
+        events.iter().any(|e| matches!(e, Event::ScheduleSnapshotted(s) if s.schedule_id == f.schedule && s.covers_to == restore_from)),
+        "the schedule's snapshot goes with the checkpoint"
+    );
+    assert!(restore_from > 0 && restore_from <= changelog_len);
+
+    // A new member: user 2 cannot take user 1's seat, user 1's redelivered hold
+    // is the same hold, user 3 gets a free seat.
+    f.log.lock().reads.clear();
+    f.command(5, hold(2, 1, 1, 200)).await;
+    f.command(3, hold(1, 1, 1, 100)).await;
+    f.command(6, hold(3, 1, 2, 300)).await;
+    f.run_with(config).await;
+    let reads = f.log.lock().reads.clone();
+    let changelog_read = reads
+        .iter()
+        .find(|(t, _)| t == topics::SCHEDULE_EVENTS)
+        .expect("the changelog was read");
+    assert!(
+        changelog_read.1 >= restore_from,
+        "read from {} (checkpoint at {restore_from})",
+        changelog_read.1
+    );
+    assert_eq!(
+        f.held_seats().await,
+        vec![
+            (SeatRef { row: 1, col: 1 }, user(1)),
+            (SeatRef { row: 1, col: 2 }, user(3))
+        ]
+    );
+    let replies = f.replies().await;
+    let of = |id: u128| -> Vec<&Reply> {
+        replies
+            .iter()
+            .filter(|(c, _)| *c == CommandId::from_uuid(Uuid::from_u128(id)))
+            .map(|(_, r)| r)
+            .collect()
+    };
+    assert!(matches!(of(5)[..], [Reply::Rejected(_)]), "{:?}", of(5));
+    assert_eq!(of(3).len(), 2);
+    assert!(of(3).iter().all(|r| matches!(r, Reply::Held { booking_ids, .. } if booking_ids == &vec![BookingId::from_uuid(Uuid::from_u128(100))])));
+    assert!(matches!(of(6)[..], [Reply::Held { .. }]), "{:?}", of(6));
 }

@@ -53,6 +53,8 @@ pub const SCHEMA_FILES: &[SchemaFile] = &[
     schema_file!("ScheduleTicked"),
     schema_file!("ScheduleFactRecorded"),
     schema_file!("ScheduleCommandAnswered"),
+    schema_file!("ScheduleSnapshotted"),
+    schema_file!("SnapshotsCheckpointed"),
 ];
 
 #[cfg(test)]

@@ -8,8 +8,12 @@ use chrono::{DateTime, NaiveDate, NaiveTime, Timelike, Utc};
 use ticketing_domain::account::Role;
 use ticketing_domain::events::{
     ConcertCreated, Event, EventMeta, ScheduleCommandAnswered, ScheduleCommandIssued,
-    ScheduleCreated, ScheduleFactRecorded, ScheduleTicked, StageCreated, UserRegistered,
+    ScheduleCreated, ScheduleFactRecorded, ScheduleSnapshotted, ScheduleTicked,
+    SnapshotsCheckpointed, StageCreated, UserRegistered,
 };
+
+/// How a snapshot's state is encoded; a reader refuses formats it does not know.
+const STATE_FORMAT: &str = "json-v1";
 use ticketing_domain::ids::{BookingId, CommandId, UserId};
 use ticketing_domain::schedule::{
     CancelReason, Command, Envelope, Fact, FactKind, HeldSeat, QueueStatus, Rejection, Reply,
@@ -394,6 +398,28 @@ pub(crate) fn to_value(event: &Event) -> Result<Value, CodecError> {
             rest.push(("reply_to", optional(e.reply_to.clone().map(Value::String))));
             record(meta(&e.meta), rest)
         }
+        Event::ScheduleSnapshotted(e) => record(
+            meta(&e.meta),
+            vec![
+                ("schedule_id", uuid(e.schedule_id.as_uuid())),
+                ("covers_to", Value::Long(e.covers_to)),
+                ("state_format", Value::String(STATE_FORMAT.into())),
+                (
+                    "state",
+                    Value::Bytes(
+                        serde_json::to_vec(&e.state)
+                            .map_err(|e| CodecError::Encode(format!("schedule state: {e}")))?,
+                    ),
+                ),
+            ],
+        ),
+        Event::SnapshotsCheckpointed(e) => record(
+            meta(&e.meta),
+            vec![
+                ("partition", Value::Int(e.partition)),
+                ("restore_from", Value::Long(e.restore_from)),
+            ],
+        ),
         Event::ScheduleTicked(e) => {
             let mut rest = vec![("partition", Value::Int(e.partition))];
             rest.extend(envelope(&e.envelope));
@@ -875,6 +901,34 @@ pub(crate) fn from_value(event_name: &str, value: Value) -> Result<Event, CodecE
                 reply_to: f.opt_string("reply_to")?,
             })
         }
+        "ScheduleSnapshotted" => {
+            let schedule_id = f.uuid("schedule_id")?.into();
+            let covers_to = f.long("covers_to")?;
+            let format = f.string("state_format")?;
+            if format != STATE_FORMAT {
+                return Err(malformed(
+                    "state_format",
+                    format!("{format} is not a state format this build reads"),
+                ));
+            }
+            let state = match f.take("state")? {
+                Value::Bytes(b) => {
+                    serde_json::from_slice(&b).map_err(|e| malformed("state", e.to_string()))?
+                }
+                other => return Err(malformed("state", format!("not bytes: {other:?}"))),
+            };
+            Event::ScheduleSnapshotted(ScheduleSnapshotted {
+                meta,
+                schedule_id,
+                covers_to,
+                state,
+            })
+        }
+        "SnapshotsCheckpointed" => Event::SnapshotsCheckpointed(SnapshotsCheckpointed {
+            meta,
+            partition: f.int("partition")?,
+            restore_from: f.long("restore_from")?,
+        }),
         "ScheduleTicked" => Event::ScheduleTicked(ScheduleTicked {
             meta,
             partition: f.int("partition")?,

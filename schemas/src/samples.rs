@@ -4,11 +4,12 @@ use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use ticketing_domain::account::Role;
 use ticketing_domain::events::{
     ConcertCreated, Event, EventMeta, ScheduleCommandAnswered, ScheduleCommandIssued,
-    ScheduleCreated, ScheduleFactRecorded, ScheduleTicked, StageCreated, UserRegistered,
+    ScheduleCreated, ScheduleFactRecorded, ScheduleSnapshotted, ScheduleTicked,
+    SnapshotsCheckpointed, StageCreated, UserRegistered,
 };
 use ticketing_domain::schedule::{
     CancelReason, Command, Envelope, Fact, FactKind, HeldSeat, QueueStatus, Rejection, Reply,
-    SeatRef,
+    ScheduleState, SeatRef, Settings,
 };
 use uuid::Uuid;
 
@@ -241,7 +242,62 @@ pub fn every_event() -> Vec<Event> {
         events.push(Event::ScheduleInitialised(initialised));
     }
     events.extend(schedule_events());
+    events.extend(snapshot_events());
     events
+}
+
+/// A snapshot of a schedule with a waiting room, an admission and a hold, and
+/// a checkpoint.
+pub fn snapshot_events() -> Vec<Event> {
+    let created = ScheduleCreated {
+        meta: meta(50, None),
+        schedule_id: id(51).into(),
+        concert_id: id(52).into(),
+        seller_id: id(53).into(),
+        stage_id: id(54).into(),
+        rows: 3,
+        cols: 4,
+        price: 70_000,
+        concert_date: date("2026-05-02"),
+        concert_time: NaiveTime::from_hms_opt(19, 30, 0).unwrap(),
+        sale_opens_at: None,
+    };
+    let settings = Settings {
+        max_active: 1,
+        ..Settings::default()
+    };
+    let mut state = ScheduleState::new(&created);
+    for (n, command) in [
+        Command::Join {
+            user: id(60).into(),
+        },
+        Command::Join {
+            user: id(61).into(),
+        },
+        Command::Hold {
+            user: id(60).into(),
+            seats: vec![SeatRef { row: 2, col: 2 }],
+            booking_ids: vec![id(62).into()],
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        state.handle(&settings, &envelope(70 + n as u128, command));
+    }
+    vec![
+        Event::ScheduleSnapshotted(ScheduleSnapshotted {
+            meta: meta(55, None),
+            schedule_id: created.schedule_id,
+            covers_to: i64::MAX,
+            state: Box::new(state),
+        }),
+        Event::SnapshotsCheckpointed(SnapshotsCheckpointed {
+            meta: meta(56, None),
+            partition: 11,
+            restore_from: 0,
+        }),
+    ]
 }
 
 /// Every variant with every optional field empty (and the system as actor).
@@ -272,6 +328,8 @@ pub fn without_optionals() -> Vec<Event> {
                 Event::ScheduleTicked(x) => x.meta.actor = None,
                 Event::ScheduleFactRecorded(x) => x.meta.actor = None,
                 Event::ScheduleCommandAnswered(x) => x.meta.actor = None,
+                Event::ScheduleSnapshotted(x) => x.meta.actor = None,
+                Event::SnapshotsCheckpointed(x) => x.meta.actor = None,
             }
             e
         })

@@ -29,6 +29,7 @@ pub const CATALOG: &str = "ticketing.catalog.v1";
 pub const SCHEDULES: &str = "ticketing.schedules.v1";
 pub const SCHEDULE_EVENTS: &str = "ticketing.schedule-events.v1";
 pub const SCHEDULE_REPLIES: &str = "ticketing.schedule-replies.v1";
+pub const SCHEDULE_SNAPSHOTS: &str = "ticketing.schedule-snapshots.v1";
 
 pub const ALL: &[TopicSpec] = &[
     TopicSpec {
@@ -71,6 +72,14 @@ pub const ALL: &[TopicSpec] = &[
         description: "Answers to commands, for the ingress instance that waits (ScheduleCommandAnswered). Worth nothing after the request's timeout: short retention.",
         compacted: false,
     },
+    TopicSpec {
+        // Partition p holds the snapshots of changelog partition p.
+        name: SCHEDULE_SNAPSHOTS,
+        partitions: 12,
+        key: "schedule_id / checkpoint-<partition>",
+        description: "The schedule processor's snapshots, so a restore need not read the changelog from its start: ScheduleSnapshotted (one schedule's state), SnapshotsCheckpointed (where a partition's restore starts in the changelog). Compacted: the latest of each key is all that matters.",
+        compacted: true,
+    },
 ];
 
 /// Topic-level settings beyond partitions and compaction, as Kafka config
@@ -79,6 +88,9 @@ pub fn configs(name: &str) -> &'static [(&'static str, &'static str)] {
     match name {
         SCHEDULE_EVENTS => &[("retention.ms", "-1"), ("retention.bytes", "-1")],
         SCHEDULE_REPLIES => &[("retention.ms", "3600000")],
+        // One schedule's state in a flash sale of 100 000 buyers is a few MB
+        // of JSON; the producer compresses it.
+        SCHEDULE_SNAPSHOTS => &[("max.message.bytes", "33554432")],
         _ => &[],
     }
 }
@@ -93,6 +105,7 @@ pub fn topic_for(event: &Event) -> &'static str {
         }
         Event::ScheduleInitialised(_) | Event::ScheduleFactRecorded(_) => SCHEDULE_EVENTS,
         Event::ScheduleCommandAnswered(_) => SCHEDULE_REPLIES,
+        Event::ScheduleSnapshotted(_) | Event::SnapshotsCheckpointed(_) => SCHEDULE_SNAPSHOTS,
     }
 }
 
@@ -105,6 +118,7 @@ pub fn topic_for_event_name(name: &str) -> Option<&'static str> {
         "ScheduleCreated" | "ScheduleCommandIssued" | "ScheduleTicked" => Some(SCHEDULES),
         "ScheduleInitialised" | "ScheduleFactRecorded" => Some(SCHEDULE_EVENTS),
         "ScheduleCommandAnswered" => Some(SCHEDULE_REPLIES),
+        "ScheduleSnapshotted" | "SnapshotsCheckpointed" => Some(SCHEDULE_SNAPSHOTS),
         _ => None,
     }
 }
@@ -137,6 +151,10 @@ mod tests {
     fn every_changelog_partition_has_its_input_partition() {
         assert_eq!(
             spec(SCHEDULE_EVENTS).unwrap().partitions,
+            spec(SCHEDULES).unwrap().partitions
+        );
+        assert_eq!(
+            spec(SCHEDULE_SNAPSHOTS).unwrap().partitions,
             spec(SCHEDULES).unwrap().partitions
         );
         assert_eq!(

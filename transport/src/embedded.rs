@@ -992,6 +992,15 @@ pub struct EmbeddedTransactionalStream {
 }
 
 impl EmbeddedTransactionalStream {
+    fn log_of(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, TransportError> {
+        self.consumer
+            .inner
+            .partitions(topic)?
+            .get(partition as usize)
+            .cloned()
+            .ok_or_else(|| TransportError::Other(format!("{topic} has no partition {partition}")))
+    }
+
     fn owned(&self) -> Vec<TopicPartition> {
         self.consumer
             .assigned
@@ -1090,26 +1099,28 @@ impl TransactionalStream for EmbeddedTransactionalStream {
         &mut self,
         topic: &str,
         partition: i32,
+        from: i64,
     ) -> Result<Vec<Record>, TransportError> {
         let inner = &self.consumer.inner;
-        let log = inner
-            .partitions(topic)?
-            .get(partition as usize)
-            .cloned()
-            .ok_or_else(|| {
-                TransportError::Other(format!("{topic} has no partition {partition}"))
-            })?;
+        let log = self.log_of(topic, partition)?;
         let end = log.end.load(Ordering::Acquire);
-        let mut out = Vec::with_capacity(end as usize);
-        while (out.len() as i64) < end {
-            let chunk = inner.read(topic, &log, partition, out.len() as i64).await?;
+        let from = from.clamp(0, end);
+        let mut out = Vec::with_capacity((end - from) as usize);
+        while from + (out.len() as i64) < end {
+            let chunk = inner
+                .read(topic, &log, partition, from + out.len() as i64)
+                .await?;
             if chunk.is_empty() {
                 break;
             }
             out.extend(chunk);
         }
-        out.truncate(end as usize);
+        out.truncate((end - from) as usize);
         Ok(out)
+    }
+
+    async fn end_offset(&mut self, topic: &str, partition: i32) -> Result<i64, TransportError> {
+        Ok(self.log_of(topic, partition)?.end.load(Ordering::Acquire))
     }
 
     async fn close(&mut self) -> Result<(), TransportError> {

@@ -134,12 +134,19 @@ pub trait TransactionalStream: Send + 'static {
     ) -> Result<(), TransportError>;
 
     /// Every committed record of one partition of `topic` (a changelog), from
-    /// its start to its end as of this call, in offset order.
+    /// offset `from` (0: its start) to its end as of this call, in offset
+    /// order.
     async fn read_partition(
         &mut self,
         topic: &str,
         partition: i32,
+        from: i64,
     ) -> Result<Vec<Record>, TransportError>;
+
+    /// The offset the next record appended to the partition will get. Called
+    /// by the owner of the partition right after a commit, it is where that
+    /// commit's records end: nobody else writes there.
+    async fn end_offset(&mut self, topic: &str, partition: i32) -> Result<i64, TransportError>;
 
     /// Leaves the group; an open transaction is aborted.
     async fn close(&mut self) -> Result<(), TransportError>;

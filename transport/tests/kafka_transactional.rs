@@ -293,3 +293,40 @@ async fn members_of_a_group_split_the_partitions() {
     a.close().await.unwrap();
     b.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_is_read_from_an_offset_up_to_its_end() {
+    let t = topics().await;
+    let group = unique("tx-group");
+    produce(&t.input, 1).await;
+    let mut s = stream(&group, &t.input, &unique("tx")).await;
+    let got = records(&mut s, 1).await;
+    let outputs: Vec<OutRecord> = (0..5)
+        .map(|i| OutRecord {
+            topic: t.output.clone(),
+            key: "k".into(),
+            payload: format!("c{i}").into_bytes(),
+            partition: Some(2),
+        })
+        .collect();
+    s.commit(outputs, &got).await.unwrap();
+    let all = s.read_partition(&t.output, 2, 0).await.unwrap();
+    assert_eq!(
+        payloads(&all),
+        (0..5).map(|i| format!("c{i}")).collect::<BTreeSet<_>>()
+    );
+    // Past the records (and the transaction's marker, which takes an offset).
+    let end = s.end_offset(&t.output, 2).await.unwrap();
+    assert!(end > all[4].offset, "end {end} after {}", all[4].offset);
+    let tail = s.read_partition(&t.output, 2, all[3].offset).await.unwrap();
+    assert_eq!(
+        payloads(&tail),
+        BTreeSet::from(["c3".to_string(), "c4".to_string()])
+    );
+    assert!(s
+        .read_partition(&t.output, 2, end)
+        .await
+        .unwrap()
+        .is_empty());
+    s.close().await.unwrap();
+}

@@ -206,7 +206,11 @@ fn run(ops: Vec<Op>, opens_in: Option<i64>, seed: u64) -> Vec<Fact> {
             Op::Crash => {
                 let rebuilt = replay(&created, &facts);
                 assert_eq!(rebuilt, state, "the facts rebuild the state exactly");
-                state = rebuilt;
+                // So does a snapshot; the run goes on from the snapshot.
+                let snapshot: ScheduleState =
+                    serde_json::from_slice(&serde_json::to_vec(&state).unwrap()).unwrap();
+                assert_eq!(snapshot, rebuilt, "a snapshot restores the state exactly");
+                state = snapshot;
                 continue;
             }
             Op::Redeliver(i) => {

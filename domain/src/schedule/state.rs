@@ -12,6 +12,7 @@ use crate::catalog::{SeatGrid, SeatStatus};
 use crate::events::ScheduleCreated;
 use crate::ids::{BookingId, CommandId, ConcertId, ScheduleId, UserId};
 use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
 /// Command ids remembered to recognise a redelivered command.
@@ -19,7 +20,7 @@ const RECENT_COMMANDS: usize = 100_000;
 /// Admission samples kept for the ETA's rate estimate.
 const RATE_SAMPLES: usize = 64;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum Seat {
     Available,
     Held { booking: BookingId, user: UserId },
@@ -34,14 +35,14 @@ impl Seat {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Booking {
     user: UserId,
     seat: SeatRef,
     until: DateTime<Utc>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum EntryState {
     /// Joined before the opening; no position yet.
     PreQueue,
@@ -53,7 +54,7 @@ enum EntryState {
     Left,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Entry {
     position: Option<u64>,
     state: EntryState,
@@ -77,17 +78,32 @@ impl Entry {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum Timer {
     Admission(UserId),
     Hold(BookingId),
 }
 
-/// A bounded memory of command ids (oldest forgotten first).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A bounded memory of command ids (oldest forgotten first). Stored as the
+/// ordered ids alone; the set is rebuilt from them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "VecDeque<CommandId>", into = "VecDeque<CommandId>")]
 struct RecentCommands {
     order: VecDeque<CommandId>,
     set: HashSet<CommandId>,
+}
+
+impl From<VecDeque<CommandId>> for RecentCommands {
+    fn from(order: VecDeque<CommandId>) -> Self {
+        let set = order.iter().copied().collect();
+        Self { order, set }
+    }
+}
+
+impl From<RecentCommands> for VecDeque<CommandId> {
+    fn from(r: RecentCommands) -> Self {
+        r.order
+    }
 }
 
 impl RecentCommands {
@@ -106,7 +122,7 @@ impl RecentCommands {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScheduleState {
     pub schedule_id: ScheduleId,
     pub concert_id: ConcertId,

@@ -419,7 +419,7 @@ async fn exactly_once_batches(log: &EmbeddedLog) {
         "one member owns every partition"
     );
     assert!(
-        stream.read_partition(B, 0).await.unwrap().is_empty(),
+        stream.read_partition(B, 0, 0).await.unwrap().is_empty(),
         "an empty changelog"
     );
 
@@ -437,13 +437,22 @@ async fn exactly_once_batches(log: &EmbeddedLog) {
     ];
     stream.commit(outputs, &batch).await.unwrap();
     let changelog: Vec<String> = stream
-        .read_partition(B, 1)
+        .read_partition(B, 1, 0)
         .await
         .unwrap()
         .iter()
         .map(text)
         .collect();
     assert_eq!(changelog, ["out-1", "out-2"]);
+    // The end is where the next record goes; a read from an offset starts there.
+    assert_eq!(stream.end_offset(B, 1).await.unwrap(), 2);
+    let tail = stream.read_partition(B, 1, 1).await.unwrap();
+    assert_eq!(
+        (text(&tail[0]), tail[0].offset, tail.len()),
+        ("out-2".into(), 1, 1)
+    );
+    assert!(stream.read_partition(B, 1, 2).await.unwrap().is_empty());
+    assert!(stream.read_partition(B, 1, 99).await.unwrap().is_empty());
     assert!(stream
         .lag()
         .await
@@ -464,7 +473,7 @@ async fn exactly_once_batches(log: &EmbeddedLog) {
         (text(&again[0]), again[0].offset),
         ("in-9".into(), lost[0].offset)
     );
-    assert_eq!(stream.read_partition(B, 1).await.unwrap().len(), 2);
+    assert_eq!(stream.read_partition(B, 1, 0).await.unwrap().len(), 2);
     stream
         .commit(vec![out(B, "y", "out-9")], &again)
         .await
@@ -495,7 +504,7 @@ async fn transactional_batches_commit_outputs_with_offsets_on_disk_and_survive_a
         other => panic!("{other:?}"),
     }
     let changelog: Vec<String> = stream
-        .read_partition(B, 1)
+        .read_partition(B, 1, 0)
         .await
         .unwrap()
         .iter()
@@ -522,7 +531,7 @@ async fn a_failed_commit_shows_nothing_and_rewinds_through_revoke_and_assign() {
     assert!(matches!(err, TransportError::UnknownTopic(_)), "{err:?}");
     for p in 0..TOPIC_B_PARTITIONS {
         assert!(
-            stream.read_partition(B, p).await.unwrap().is_empty(),
+            stream.read_partition(B, p, 0).await.unwrap().is_empty(),
             "nothing of the batch is visible"
         );
     }

@@ -153,6 +153,8 @@ impl KafkaTransactionalStream {
             .set("acks", "all")
             .set("linger.ms", "2")
             .set("compression.type", "lz4")
+            // Snapshots of big schedules (the snapshot topic allows 32 MiB).
+            .set("message.max.bytes", "33554432")
             .set("partitioner", "murmur2_random")
             .create_with_context(logs.clone())
             .map_err(|e| {
@@ -408,12 +410,26 @@ impl TransactionalStream for KafkaTransactionalStream {
         &mut self,
         topic: &str,
         partition: i32,
+        from: i64,
     ) -> Result<Vec<Record>, TransportError> {
         let cfg = self.cfg.clone();
         let topic = topic.to_string();
-        tokio::task::spawn_blocking(move || read_to_end(&cfg, &topic, partition))
+        tokio::task::spawn_blocking(move || read_to_end(&cfg, &topic, partition, from))
             .await
             .map_err(blocking_failed)?
+    }
+
+    async fn end_offset(&mut self, topic: &str, partition: i32) -> Result<i64, TransportError> {
+        let consumer = self.consumer.clone();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            consumer
+                .fetch_watermarks(&topic, partition, NETWORK_TIMEOUT)
+                .map(|(_, high)| high)
+                .map_err(|e| transport_error(e, Some(&topic)))
+        })
+        .await
+        .map_err(blocking_failed)?
     }
 
     async fn close(&mut self) -> Result<(), TransportError> {
@@ -436,8 +452,8 @@ impl TransactionalStream for KafkaTransactionalStream {
     }
 }
 
-/// Every committed record of one partition, from the start to the high
-/// watermark as of the call. A group-less consumer, `read_committed`, so
+/// Every committed record of one partition, from `from` (or the oldest kept)
+/// to the high watermark as of the call. A group-less consumer, `read_committed`, so
 /// aborted batches are skipped; the position (not the last record) tells when
 /// the end is reached, because the last offsets may be transaction markers.
 /// The restore consumer needs no callbacks of its own.
@@ -447,6 +463,7 @@ fn read_to_end(
     cfg: &KafkaConfig,
     topic: &str,
     partition: i32,
+    from: i64,
 ) -> Result<Vec<Record>, TransportError> {
     let consumer: BaseConsumer<Logs> = cfg
         .client()
@@ -461,11 +478,11 @@ fn read_to_end(
     let (low, high) = consumer
         .fetch_watermarks(topic, partition, NETWORK_TIMEOUT)
         .map_err(|e| transport_error(e, Some(topic)))?;
-    if high <= low {
+    if high <= low.max(from) {
         return Ok(Vec::new());
     }
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Beginning)
+    tpl.add_partition_offset(topic, partition, Offset::Offset(from.max(low)))
         .map_err(|e| TransportError::Other(e.to_string()))?;
     consumer
         .assign(&tpl)
