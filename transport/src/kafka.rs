@@ -1,9 +1,12 @@
 //! The Kafka adapter (rdkafka over librdkafka), for the real stack.
 //!
 //! Delivery is at least once. The producer is idempotent (`acks=all`), so its
-//! own retries never duplicate or reorder a partition. Consumers never commit
-//! on their own (`enable.auto.commit=false`): [`Consumer::commit`] sends the
-//! record's offset + 1 to the group coordinator in the background, and
+//! own retries never duplicate or reorder a partition. A consumer commits only
+//! what its caller marked done: [`Consumer::commit`] stores the record's
+//! offset + 1 (`enable.auto.offset.store=false`), librdkafka sends the stored
+//! offsets to the group coordinator once a second (one request per interval,
+//! however many records: a consumer replaying a topic at full speed must not
+//! queue a commit request per record in front of its heartbeats), and
 //! [`Consumer::close`] commits the latest offsets synchronously before leaving
 //! the group. Whatever was not committed when a consumer dies, or when its
 //! partitions move to another member, is read again there. Consumers read with
@@ -322,7 +325,8 @@ impl KafkaConsumer {
         let consumer: Stream = cfg
             .client()
             .set("group.id", group)
-            .set("enable.auto.commit", "false")
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", reset)
             .set("isolation.level", "read_committed")
@@ -488,9 +492,13 @@ impl Consumer for KafkaConsumer {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&record.topic, record.partition, Offset::Offset(next))
             .map_err(|e| TransportError::Other(e.to_string()))?;
-        consumer
-            .commit(&tpl, CommitMode::Async)
-            .map_err(|e| transport_error(e, Some(&record.topic)))?;
+        if let Err(e) = consumer.store_offsets(&tpl) {
+            // The partition moved to another member meanwhile: it reads the
+            // record again, as at-least-once allows.
+            tracing::debug!(group = %self.group, topic = %record.topic, partition = record.partition,
+                error = %e, "offset not stored");
+            return Ok(());
+        }
         self.pending
             .lock()
             .insert((record.topic.clone(), record.partition), next);
