@@ -459,11 +459,11 @@ async fn a_restore_reads_the_snapshots_and_only_the_changelog_after_them() {
     let events = f.decoded(&snapshots).await;
     let restore_from = events
         .iter()
-        .filter_map(|e| match e {
+        .rev()
+        .find_map(|e| match e {
             Event::SnapshotsCheckpointed(c) => Some(c.restore_from),
             _ => None,
         })
-        .last()
         .expect("a round of snapshots was written");
     assert!(
         events.iter().any(|e| matches!(e, Event::ScheduleSnapshotted(s) if s.schedule_id == f.schedule && s.covers_to == restore_from)),
