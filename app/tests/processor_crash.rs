@@ -55,8 +55,23 @@ fn schedules() -> ScheduleSettings {
     }
 }
 
+/// A child process that is killed when dropped, so a failing test never
+/// leaves a processor behind in the shared group.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The processor as a child process; its log goes to `log`.
-fn spawn_processor(instance: &str, log: &std::path::Path) -> Child {
+fn spawn_processor(instance: &str, log: &std::path::Path) -> Killed {
+    Killed(spawn_child(instance, log))
+}
+
+fn spawn_child(instance: &str, log: &std::path::Path) -> Child {
     let ops = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let ops_addr = ops.local_addr().unwrap();
     drop(ops);
@@ -158,15 +173,15 @@ async fn kill_9_of_the_processor_mid_sale_loses_and_doubles_nothing() {
         (held.len() >= 6).then_some(held)
     })
     .await;
-    processor.kill().expect("SIGKILL");
-    processor.wait().unwrap();
+    processor.0.kill().expect("SIGKILL");
+    processor.0.wait().unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut processor = spawn_processor(&instance, &log);
 
     let held = match tokio::time::timeout(Duration::from_secs(240), sale).await {
         Ok(r) => r.expect("the buyers finished"),
         Err(_) => {
-            let _ = processor.kill();
+            let _ = processor.0.kill();
             panic!(
                 "the sale did not finish; processor log:\n{}",
                 std::fs::read_to_string(&log).unwrap_or_default()
@@ -217,8 +232,8 @@ async fn kill_9_of_the_processor_mid_sale_loses_and_doubles_nothing() {
     let (s, _) = api.get("/readyz", None).await;
     assert_eq!(s, StatusCode::OK);
 
-    processor.kill().unwrap();
-    processor.wait().unwrap();
+    processor.0.kill().unwrap();
+    processor.0.wait().unwrap();
     trigger.trigger();
     for t in tasks {
         t.await.unwrap().unwrap();
