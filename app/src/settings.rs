@@ -47,6 +47,10 @@ pub struct ScheduleSettings {
     /// Seats one buyer may hold or own in one schedule.
     #[arg(long, env = "TICKETING_MAX_SEATS_PER_USER", default_value_t = 4)]
     pub max_seats_per_user: u32,
+    /// How long a started payment keeps its held seats from expiring while
+    /// the charge is under way.
+    #[arg(long, env = "TICKETING_PAYMENT_TTL_SECS", default_value_t = 120)]
+    pub payment_ttl_secs: i64,
 }
 
 impl ScheduleSettings {
@@ -67,10 +71,15 @@ impl ScheduleSettings {
             self.max_seats_per_user >= 1,
             "TICKETING_MAX_SEATS_PER_USER must be at least 1"
         );
+        anyhow::ensure!(
+            self.payment_ttl_secs >= 1,
+            "TICKETING_PAYMENT_TTL_SECS must be at least 1"
+        );
         Ok(ticketing_domain::schedule::Settings {
             max_active: self.admission_max_active,
             admission_ttl_secs: self.admission_ttl_secs,
             hold_ttl_secs: self.hold_ttl_secs,
+            payment_ttl_secs: self.payment_ttl_secs,
             max_seats_per_user: self.max_seats_per_user,
         })
     }

@@ -26,6 +26,7 @@ fn scenario_settings() -> ScheduleSettings {
         admission_ttl_secs: 600,
         hold_ttl_secs: 8,
         max_seats_per_user: SCENARIO_MAX_SEATS,
+        payment_ttl_secs: 120,
     }
 }
 
@@ -125,6 +126,7 @@ async fn a_flash_sale_sells_every_seat_at_most_once_in_dev_mode() {
             admission_ttl_secs: 600,
             hold_ttl_secs: 600,
             max_seats_per_user: 2,
+            payment_ttl_secs: 120,
         },
     )
     .await;

@@ -52,6 +52,7 @@ fn schedules() -> ScheduleSettings {
         admission_ttl_secs: 600,
         hold_ttl_secs: HOLD_TTL_SECS,
         max_seats_per_user: SCENARIO_MAX_SEATS,
+        payment_ttl_secs: 120,
     }
 }
 

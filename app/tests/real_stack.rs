@@ -61,6 +61,7 @@ fn schedule_settings() -> ScheduleSettings {
         admission_ttl_secs: 600,
         hold_ttl_secs: E2E_HOLD_TTL_SECS,
         max_seats_per_user: SCENARIO_MAX_SEATS,
+        payment_ttl_secs: 120,
     }
 }
 

@@ -75,3 +75,8 @@ id_type!(
     /// answer instead of acting twice.
     CommandId
 );
+id_type!(
+    /// One payment for some of a buyer's bookings: the product spec's payment
+    /// row, and the order id the payment provider knows it by.
+    PaymentId
+);

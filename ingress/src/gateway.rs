@@ -80,8 +80,13 @@ impl ScheduleGateway for LogGateway {
             Command::Join { user }
             | Command::Leave { user }
             | Command::Hold { user, .. }
-            | Command::Release { user, .. } => Some(*user),
-            Command::Tick => None,
+            | Command::Release { user, .. }
+            | Command::StartPayment { user, .. } => Some(*user),
+            // The payment service's outcomes and the clock act for nobody.
+            Command::Tick
+            | Command::CompletePayment { .. }
+            | Command::AbortPayment { .. }
+            | Command::Refund { .. } => None,
         };
         let event_meta = meta(actor);
         let event = Event::ScheduleCommandIssued(ScheduleCommandIssued {

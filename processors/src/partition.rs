@@ -232,7 +232,7 @@ mod tests {
         /// any interleaving of commands over several schedules and ticks.
         #[test]
         fn the_changelog_restores_the_partition(ops in prop::collection::vec((0u128..3, 0u8..6, 0u16..3, 0u16..3, 0i64..400), 1..120)) {
-            let settings = Settings { max_active: 2, admission_ttl_secs: 100, hold_ttl_secs: 50, max_seats_per_user: 2 };
+            let settings = Settings { max_active: 2, admission_ttl_secs: 100, hold_ttl_secs: 50, payment_ttl_secs: 30, max_seats_per_user: 2 };
             let mut w = PartitionWorker::new(settings);
             let mut log = Vec::new();
             for s in 0..3 {

@@ -128,6 +128,10 @@ fn outcome(reply: &Reply) -> &'static str {
         Reply::Rejected(_) => "rejected",
         Reply::UnknownSchedule => "unknown_schedule",
         Reply::None => "none",
+        Reply::PaymentStarted { .. } => "payment_started",
+        Reply::Sold { .. } => "sold",
+        Reply::PaymentAborted => "payment_aborted",
+        Reply::Refunded { .. } => "refunded",
     }
 }
 

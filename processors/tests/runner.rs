@@ -325,6 +325,7 @@ async fn decisions_survive_a_crash_and_failed_commits_without_doubling() {
         admission_ttl_secs: 600,
         hold_ttl_secs: 600,
         max_seats_per_user: 2,
+        payment_ttl_secs: 120,
     };
     f.command(1, Command::Join { user: user(1) }).await;
     f.command(2, Command::Join { user: user(2) }).await;
@@ -377,6 +378,7 @@ async fn holds_expire_on_an_idle_schedule() {
         admission_ttl_secs: 600,
         hold_ttl_secs: 1,
         max_seats_per_user: 2,
+        payment_ttl_secs: 120,
     };
     f.command(1, Command::Join { user: user(1) }).await;
     f.command(2, hold(1, 1, 1, 100)).await;
@@ -444,6 +446,7 @@ async fn a_restore_reads_the_snapshots_and_only_the_changelog_after_them() {
         admission_ttl_secs: 600,
         hold_ttl_secs: 600,
         max_seats_per_user: 2,
+        payment_ttl_secs: 120,
     };
     let mut config = ProcessorConfig::new("test", settings);
     config.snapshot_every = 3;

@@ -16,8 +16,8 @@ use ticketing_domain::events::{
 const STATE_FORMAT: &str = "json-v1";
 use ticketing_domain::ids::{BookingId, CommandId, UserId};
 use ticketing_domain::schedule::{
-    CancelReason, Command, Envelope, Fact, FactKind, HeldSeat, QueueStatus, Rejection, Reply,
-    SeatRef,
+    AbortReason, CancelReason, Command, Envelope, Fact, FactKind, HeldSeat, QueueStatus, Rejection,
+    Reply, SeatRef,
 };
 use uuid::Uuid;
 
@@ -178,7 +178,39 @@ fn command(c: &Command) -> Value {
             vec![user(*u), ("booking_id", uuid(booking_id.as_uuid()))],
         ),
         Command::Tick => branch(4, vec![]),
+        Command::StartPayment {
+            user: u,
+            payment_id,
+            booking_ids,
+        } => branch(
+            5,
+            vec![
+                user(*u),
+                ("payment_id", uuid(payment_id.as_uuid())),
+                ("booking_ids", booking_uuids(booking_ids)),
+            ],
+        ),
+        Command::CompletePayment { payment_id } => {
+            branch(6, vec![("payment_id", uuid(payment_id.as_uuid()))])
+        }
+        Command::AbortPayment { payment_id } => {
+            branch(7, vec![("payment_id", uuid(payment_id.as_uuid()))])
+        }
+        Command::Refund {
+            payment_id,
+            booking_ids,
+        } => branch(
+            8,
+            vec![
+                ("payment_id", uuid(payment_id.as_uuid())),
+                ("booking_ids", booking_uuids(booking_ids)),
+            ],
+        ),
     }
+}
+
+fn booking_uuids(ids: &[BookingId]) -> Value {
+    Value::Array(ids.iter().map(|b| uuid(b.as_uuid())).collect())
 }
 
 fn fact_kind(k: &FactKind) -> Result<Value, CodecError> {
@@ -235,6 +267,62 @@ fn fact_kind(k: &FactKind) -> Result<Value, CodecError> {
             )
         }
         FactKind::Unchanged => branch(7, vec![]),
+        FactKind::PaymentStarted {
+            user: u,
+            payment_id,
+            seats: list,
+            until,
+        } => branch(
+            8,
+            vec![
+                user(*u),
+                ("payment_id", uuid(payment_id.as_uuid())),
+                ("seats", held_seats(list)),
+                ("payment_until", timestamp(*until)),
+            ],
+        ),
+        FactKind::SeatsSold {
+            user: u,
+            payment_id,
+            seats: list,
+        } => branch(
+            9,
+            vec![
+                user(*u),
+                ("payment_id", uuid(payment_id.as_uuid())),
+                ("seats", held_seats(list)),
+            ],
+        ),
+        FactKind::PaymentAborted {
+            user: u,
+            payment_id,
+            reason,
+        } => {
+            let reason = match reason {
+                AbortReason::NotCharged => Value::Enum(0, "NOT_CHARGED".into()),
+                AbortReason::TimedOut => Value::Enum(1, "TIMED_OUT".into()),
+            };
+            branch(
+                10,
+                vec![
+                    user(*u),
+                    ("payment_id", uuid(payment_id.as_uuid())),
+                    ("reason", reason),
+                ],
+            )
+        }
+        FactKind::SeatsRefunded {
+            user: u,
+            payment_id,
+            seats: list,
+        } => branch(
+            11,
+            vec![
+                user(*u),
+                ("payment_id", uuid(payment_id.as_uuid())),
+                ("seats", held_seats(list)),
+            ],
+        ),
     })
 }
 
@@ -298,6 +386,9 @@ fn rejection(r: &Rejection) -> Value {
         Rejection::EmptyHold => branch(5, vec![]),
         Rejection::BookingNotFound => branch(6, vec![]),
         Rejection::NotOwner => branch(7, vec![]),
+        Rejection::BookingNotPending => branch(8, vec![]),
+        Rejection::PaymentNotInProgress => branch(9, vec![]),
+        Rejection::NotRefundable => branch(10, vec![]),
     }
 }
 
@@ -319,6 +410,30 @@ fn reply(r: &Reply) -> Result<Value, CodecError> {
         Reply::Rejected(why) => branch(4, vec![("reason", rejection(why))]),
         Reply::UnknownSchedule => branch(5, vec![]),
         Reply::None => branch(6, vec![]),
+        Reply::PaymentStarted {
+            seats: list,
+            total_price,
+            until,
+        } => branch(
+            7,
+            vec![
+                ("seats", held_seats(list)),
+                ("total_price", Value::Long(*total_price)),
+                ("payment_until", timestamp(*until)),
+            ],
+        ),
+        Reply::Sold { booking_ids } => branch(8, vec![("booking_ids", booking_uuids(booking_ids))]),
+        Reply::PaymentAborted => branch(9, vec![]),
+        Reply::Refunded {
+            booking_ids,
+            amount,
+        } => branch(
+            10,
+            vec![
+                ("booking_ids", booking_uuids(booking_ids)),
+                ("amount", Value::Long(*amount)),
+            ],
+        ),
     })
 }
 
@@ -599,6 +714,10 @@ impl Fields {
         }
     }
 
+    fn booking_ids(&mut self, name: &str) -> Result<Vec<BookingId>, CodecError> {
+        Ok(self.uuids(name)?.into_iter().map(BookingId::from).collect())
+    }
+
     fn uuids(&mut self, name: &str) -> Result<Vec<Uuid>, CodecError> {
         self.array(name)?
             .into_iter()
@@ -730,6 +849,21 @@ fn command_of((index, value): (u32, Value)) -> Result<Command, CodecError> {
             booking_id: f.uuid("booking_id")?.into(),
         },
         4 => Command::Tick,
+        5 => Command::StartPayment {
+            user: f.user()?,
+            payment_id: f.uuid("payment_id")?.into(),
+            booking_ids: f.booking_ids("booking_ids")?,
+        },
+        6 => Command::CompletePayment {
+            payment_id: f.uuid("payment_id")?.into(),
+        },
+        7 => Command::AbortPayment {
+            payment_id: f.uuid("payment_id")?.into(),
+        },
+        8 => Command::Refund {
+            payment_id: f.uuid("payment_id")?.into(),
+            booking_ids: f.booking_ids("booking_ids")?,
+        },
         other => return Err(unknown_branch("command", other)),
     })
 }
@@ -766,6 +900,31 @@ fn fact_kind_of((index, value): (u32, Value)) -> Result<FactKind, CodecError> {
             },
         },
         7 => FactKind::Unchanged,
+        8 => FactKind::PaymentStarted {
+            user: f.user()?,
+            payment_id: f.uuid("payment_id")?.into(),
+            seats: f.held_seats("seats")?,
+            until: f.timestamp("payment_until")?,
+        },
+        9 => FactKind::SeatsSold {
+            user: f.user()?,
+            payment_id: f.uuid("payment_id")?.into(),
+            seats: f.held_seats("seats")?,
+        },
+        10 => FactKind::PaymentAborted {
+            user: f.user()?,
+            payment_id: f.uuid("payment_id")?.into(),
+            reason: match f.symbol("reason")?.as_str() {
+                "NOT_CHARGED" => AbortReason::NotCharged,
+                "TIMED_OUT" => AbortReason::TimedOut,
+                other => return Err(malformed("reason", format!("unknown reason {other}"))),
+            },
+        },
+        11 => FactKind::SeatsRefunded {
+            user: f.user()?,
+            payment_id: f.uuid("payment_id")?.into(),
+            seats: f.held_seats("seats")?,
+        },
         other => return Err(unknown_branch("fact", other)),
     })
 }
@@ -814,6 +973,9 @@ fn rejection_of((index, value): (u32, Value)) -> Result<Rejection, CodecError> {
         5 => Rejection::EmptyHold,
         6 => Rejection::BookingNotFound,
         7 => Rejection::NotOwner,
+        8 => Rejection::BookingNotPending,
+        9 => Rejection::PaymentNotInProgress,
+        10 => Rejection::NotRefundable,
         other => return Err(unknown_branch("reason", other)),
     })
 }
@@ -835,6 +997,19 @@ fn reply_of((index, value): (u32, Value)) -> Result<Reply, CodecError> {
         4 => Reply::Rejected(rejection_of(f.union("reason")?)?),
         5 => Reply::UnknownSchedule,
         6 => Reply::None,
+        7 => Reply::PaymentStarted {
+            seats: f.held_seats("seats")?,
+            total_price: f.long("total_price")?,
+            until: f.timestamp("payment_until")?,
+        },
+        8 => Reply::Sold {
+            booking_ids: f.booking_ids("booking_ids")?,
+        },
+        9 => Reply::PaymentAborted,
+        10 => Reply::Refunded {
+            booking_ids: f.booking_ids("booking_ids")?,
+            amount: f.long("amount")?,
+        },
         other => return Err(unknown_branch("reply", other)),
     })
 }

@@ -8,8 +8,8 @@ use ticketing_domain::events::{
     SnapshotsCheckpointed, StageCreated, UserRegistered,
 };
 use ticketing_domain::schedule::{
-    CancelReason, Command, Envelope, Fact, FactKind, HeldSeat, QueueStatus, Rejection, Reply,
-    ScheduleState, SeatRef, Settings,
+    AbortReason, CancelReason, Command, Envelope, Fact, FactKind, HeldSeat, QueueStatus, Rejection,
+    Reply, ScheduleState, SeatRef, Settings,
 };
 use uuid::Uuid;
 
@@ -76,6 +76,21 @@ pub fn schedule_events() -> Vec<Event> {
             booking_id: id(40).into(),
         },
         Command::Tick,
+        Command::StartPayment {
+            user: user(),
+            payment_id: id(45).into(),
+            booking_ids: vec![id(40).into(), id(41).into()],
+        },
+        Command::CompletePayment {
+            payment_id: id(45).into(),
+        },
+        Command::AbortPayment {
+            payment_id: id(45).into(),
+        },
+        Command::Refund {
+            payment_id: id(45).into(),
+            booking_ids: vec![id(41).into()],
+        },
     ];
     let facts = vec![
         FactKind::QueueJoined {
@@ -110,6 +125,32 @@ pub fn schedule_events() -> Vec<Event> {
             reason: CancelReason::Expired,
         },
         FactKind::Unchanged,
+        FactKind::PaymentStarted {
+            user: user(),
+            payment_id: id(45).into(),
+            seats: held(),
+            until: at("2026-03-01T12:07:00Z"),
+        },
+        FactKind::SeatsSold {
+            user: user(),
+            payment_id: id(45).into(),
+            seats: held(),
+        },
+        FactKind::PaymentAborted {
+            user: user(),
+            payment_id: id(45).into(),
+            reason: AbortReason::NotCharged,
+        },
+        FactKind::PaymentAborted {
+            user: user(),
+            payment_id: id(45).into(),
+            reason: AbortReason::TimedOut,
+        },
+        FactKind::SeatsRefunded {
+            user: user(),
+            payment_id: id(45).into(),
+            seats: held(),
+        },
     ];
     let rejections = vec![
         Rejection::NotAdmitted,
@@ -123,6 +164,9 @@ pub fn schedule_events() -> Vec<Event> {
         Rejection::EmptyHold,
         Rejection::BookingNotFound,
         Rejection::NotOwner,
+        Rejection::BookingNotPending,
+        Rejection::PaymentNotInProgress,
+        Rejection::NotRefundable,
     ];
     let mut replies = vec![
         Reply::Queue(QueueStatus::Waiting {
@@ -151,6 +195,19 @@ pub fn schedule_events() -> Vec<Event> {
         Reply::Released,
         Reply::UnknownSchedule,
         Reply::None,
+        Reply::PaymentStarted {
+            seats: held(),
+            total_price: 2 * 70_000,
+            until: at("2026-03-01T12:07:00Z"),
+        },
+        Reply::Sold {
+            booking_ids: vec![id(40).into(), id(41).into()],
+        },
+        Reply::PaymentAborted,
+        Reply::Refunded {
+            booking_ids: vec![id(41).into()],
+            amount: 70_000,
+        },
     ];
     replies.extend(rejections.into_iter().map(Reply::Rejected));
 

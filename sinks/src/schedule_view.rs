@@ -154,7 +154,49 @@ impl ScheduleViews {
                             }
                         }
                     }
-                    FactKind::Unchanged => {}
+                    FactKind::SeatsSold {
+                        payment_id, seats, ..
+                    } => {
+                        for held in seats {
+                            changes.extend(seat_of(state, held.seat));
+                            if let Some(b) = views.bookings.get_mut(&held.booking_id) {
+                                match b.status.confirm() {
+                                    Ok(s) => {
+                                        b.status = s;
+                                        b.payment_id = Some(payment_id.as_uuid());
+                                        b.expires_at = None;
+                                        changes.push(ScheduleViewChange::Booking(b.clone()));
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(booking_id = %held.booking_id, error = %e, "confirmation skipped")
+                                    }
+                                }
+                            }
+                        }
+                        changes.push(ScheduleViewChange::SoldOut(state.is_sold_out()));
+                    }
+                    FactKind::SeatsRefunded { seats, .. } => {
+                        for held in seats {
+                            changes.extend(seat_of(state, held.seat));
+                            if let Some(b) = views.bookings.get_mut(&held.booking_id) {
+                                match b.status.cancel() {
+                                    Ok(s) => {
+                                        b.status = s;
+                                        changes.push(ScheduleViewChange::Booking(b.clone()));
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(booking_id = %held.booking_id, error = %e, "refund skipped")
+                                    }
+                                }
+                            }
+                        }
+                        changes.push(ScheduleViewChange::SoldOut(state.is_sold_out()));
+                    }
+                    // Paying changes nothing a reader sees: the bookings stay
+                    // PENDING and the seats HELD until the outcome.
+                    FactKind::PaymentStarted { .. }
+                    | FactKind::PaymentAborted { .. }
+                    | FactKind::Unchanged => {}
                 }
                 Some((e.schedule_id, changes))
             }
@@ -393,18 +435,21 @@ mod tests {
         /// Fed the processor's facts, the view answers every read exactly as
         /// the processor's own state would, after every step.
         #[test]
-        fn the_view_answers_like_the_state(ops in prop::collection::vec((0u8..4, 0u8..5, 0u16..3, 0u16..4, 0i64..90), 1..80)) {
-            let settings = Settings { max_active: 2, admission_ttl_secs: 120, hold_ttl_secs: 60, max_seats_per_user: 2 };
+        fn the_view_answers_like_the_state(ops in prop::collection::vec((0u8..7, 0u8..5, 0u16..3, 0u16..4, 0i64..25), 1..80)) {
+            let settings = Settings { max_active: 2, admission_ttl_secs: 120, hold_ttl_secs: 60, payment_ttl_secs: 30, max_seats_per_user: 2 };
             let c = created();
             let mut state = ScheduleState::new(&c);
             let views = ScheduleViews::new(settings);
             views.apply(&Event::ScheduleInitialised(c.clone()));
             let mut live: HashMap<BookingId, (UserId, SeatRef)> = HashMap::new();
+            let mut sold: HashMap<BookingId, (UserId, SeatRef, PaymentId)> = HashMap::new();
+            let mut paying: Vec<PaymentId> = Vec::new();
             let mut at = 0;
             for (i, (who, kind, row, col, dt)) in ops.into_iter().enumerate() {
                 at += dt;
                 let u = user(who);
                 let id = 1_000 + i as u128;
+                let mut follow_up = None;
                 let command = match kind {
                     0 => Command::Join { user: u },
                     1 => Command::Leave { user: u },
@@ -413,13 +458,38 @@ mod tests {
                         Some((b, _)) => Command::Release { user: u, booking_id: *b },
                         None => Command::Tick,
                     },
+                    4 => {
+                        let mine: Vec<BookingId> = live.iter().filter(|(_, (o, _))| *o == u).map(|(b, _)| *b).collect();
+                        let payment_id = PaymentId::from_uuid(Uuid::from_u128(id));
+                        // Usually paid at once; sometimes left to abort or time out.
+                        if row > 0 {
+                            follow_up = Some(Command::CompletePayment { payment_id });
+                        }
+                        Command::StartPayment { user: u, payment_id, booking_ids: mine }
+                    }
+                    5 => match paying.pop() {
+                        Some(p) if row == 0 => Command::AbortPayment { payment_id: p },
+                        Some(p) => Command::CompletePayment { payment_id: p },
+                        None => Command::Tick,
+                    },
+                    6 => match sold.iter().find(|(_, (o, _, _))| *o == u) {
+                        Some((b, (_, _, p))) => Command::Refund { payment_id: *p, booking_ids: vec![*b] },
+                        None => Command::Tick,
+                    },
                     _ => Command::Tick,
                 };
-                let env = Envelope { command_id: CommandId::from_uuid(Uuid::from_u128(id)), at: t(at), seed: 5, command };
-                for fact in state.handle(&settings, &env).facts {
+                let envs: Vec<Envelope> = std::iter::once(command)
+                    .chain(follow_up.take())
+                    .enumerate()
+                    .map(|(k, command)| Envelope { command_id: CommandId::from_uuid(Uuid::from_u128(id * 10 + k as u128)), at: t(at), seed: 5, command })
+                    .collect();
+                for fact in envs.iter().flat_map(|env| state.handle(&settings, env).facts) {
                     match &fact.kind {
                         FactKind::SeatsHeld { user, seats, .. } => { for h in seats { live.insert(h.booking_id, (*user, h.seat)); } }
                         FactKind::BookingsCancelled { seats, .. } => { for h in seats { live.remove(&h.booking_id); } }
+                        FactKind::PaymentStarted { payment_id, .. } => paying.push(*payment_id),
+                        FactKind::SeatsSold { user, payment_id, seats } => { for h in seats { live.remove(&h.booking_id); sold.insert(h.booking_id, (*user, h.seat, *payment_id)); } }
+                        FactKind::SeatsRefunded { seats, .. } => { for h in seats { sold.remove(&h.booking_id); } }
                         _ => {}
                     }
                     views.apply(&Event::ScheduleFactRecorded(ScheduleFactRecorded { meta: meta(), schedule_id: c.schedule_id, fact }));
@@ -438,6 +508,11 @@ mod tests {
                     got.sort();
                     want.sort();
                     prop_assert_eq!(got, want);
+                    let mut confirmed: Vec<_> = block_on(views.bookings_of(user(n))).unwrap().into_iter().filter(|b| b.status == BookingStatus::Confirmed).map(|b| (b.booking_id, b.seat, b.payment_id)).collect();
+                    let mut want: Vec<_> = sold.iter().filter(|(_, (o, _, _))| *o == user(n)).map(|(b, (_, s, p))| (*b, *s, Some(p.as_uuid()))).collect();
+                    confirmed.sort();
+                    want.sort();
+                    prop_assert_eq!(confirmed, want);
                 }
             }
         }

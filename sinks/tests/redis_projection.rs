@@ -8,9 +8,12 @@
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
 use ticketing_domain::booking::BookingStatus;
+use ticketing_domain::catalog::SeatStatus;
 use ticketing_domain::events::{Event, EventMeta, ScheduleCreated, ScheduleFactRecorded};
 use ticketing_domain::ids::*;
-use ticketing_domain::schedule::{Command, Envelope, FactKind, ScheduleState, SeatRef, Settings};
+use ticketing_domain::schedule::{
+    Command, Envelope, FactKind, QueueStatus, ScheduleState, SeatRef, Settings,
+};
 use ticketing_sinks::schedule_view::ScheduleViews;
 use ticketing_storage::redis_schedules::RedisScheduleViews;
 use ticketing_storage::{ScheduleReadModel, ScheduleViewWriter};
@@ -21,6 +24,7 @@ const SETTINGS: Settings = Settings {
     admission_ttl_secs: 120,
     hold_ttl_secs: 60,
     max_seats_per_user: 2,
+    payment_ttl_secs: 30,
 };
 
 fn redis_url() -> String {
@@ -88,11 +92,13 @@ fn sale(seed: u64, pre_opening: bool) -> Sale {
     let mut replay = state.clone();
     let mut states = vec![replay.clone()];
     let mut live: Vec<(BookingId, UserId)> = Vec::new();
+    let mut sold: Vec<(BookingId, UserId, PaymentId)> = Vec::new();
     let mut at = 0;
     for _ in 0..70 {
         at += i64::try_from(rng.next(25)).unwrap();
         let user = users[rng.next(users.len() as u64) as usize];
-        let command = match rng.next(5) {
+        let mut follow_up = None;
+        let command = match rng.next(7) {
             0 | 1 => Command::Join { user },
             2 => Command::Leave { user },
             3 => Command::Hold {
@@ -103,27 +109,66 @@ fn sale(seed: u64, pre_opening: bool) -> Sale {
                 }],
                 booking_ids: vec![BookingId::from_uuid(Uuid::now_v7())],
             },
-            _ => match live.iter().find(|(_, owner)| *owner == user) {
+            4 => match live.iter().find(|(_, owner)| *owner == user) {
                 Some((b, _)) => Command::Release {
                     user,
                     booking_id: *b,
                 },
                 None => Command::Tick,
             },
+            5 => {
+                let payment_id = PaymentId::from_uuid(Uuid::now_v7());
+                if rng.next(4) > 0 {
+                    follow_up = Some(Command::CompletePayment { payment_id });
+                }
+                Command::StartPayment {
+                    user,
+                    payment_id,
+                    booking_ids: live
+                        .iter()
+                        .filter(|(_, owner)| *owner == user)
+                        .map(|(b, _)| *b)
+                        .collect(),
+                }
+            }
+            _ => match sold.iter().find(|(_, owner, _)| *owner == user) {
+                Some((b, _, p)) => Command::Refund {
+                    payment_id: *p,
+                    booking_ids: vec![*b],
+                },
+                None => Command::Tick,
+            },
         };
-        let env = Envelope {
-            command_id: CommandId::from_uuid(Uuid::now_v7()),
-            at: t(at),
-            seed: seed ^ 0x5eed,
-            command,
-        };
-        for fact in state.handle(&SETTINGS, &env).facts {
+        let envs: Vec<Envelope> = std::iter::once(command)
+            .chain(follow_up)
+            .map(|command| Envelope {
+                command_id: CommandId::from_uuid(Uuid::now_v7()),
+                at: t(at),
+                seed: seed ^ 0x5eed,
+                command,
+            })
+            .collect();
+        for fact in envs
+            .iter()
+            .flat_map(|env| state.handle(&SETTINGS, env).facts)
+        {
             match &fact.kind {
                 FactKind::SeatsHeld { user, seats, .. } => {
                     live.extend(seats.iter().map(|h| (h.booking_id, *user)))
                 }
                 FactKind::BookingsCancelled { seats, .. } => {
                     live.retain(|(b, _)| seats.iter().all(|h| h.booking_id != *b))
+                }
+                FactKind::SeatsSold {
+                    user,
+                    payment_id,
+                    seats,
+                } => {
+                    live.retain(|(b, _)| seats.iter().all(|h| h.booking_id != *b));
+                    sold.extend(seats.iter().map(|h| (h.booking_id, *user, *payment_id)));
+                }
+                FactKind::SeatsRefunded { seats, .. } => {
+                    sold.retain(|(b, _, _)| seats.iter().all(|h| h.booking_id != *b))
                 }
                 _ => {}
             }
@@ -201,6 +246,24 @@ async fn assert_agrees(redis: &RedisScheduleViews, sale: &Sale, state: &Schedule
             })
             .collect();
         assert_eq!(pending, live, "pending bookings of {user}");
+        let confirmed: HashMap<BookingId, (SeatRef, Option<Uuid>)> = redis
+            .bookings_of(*user)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|b| b.status == BookingStatus::Confirmed)
+            .map(|b| (b.booking_id, (b.seat, b.payment_id)))
+            .collect();
+        let bought: HashMap<BookingId, (SeatRef, Option<Uuid>)> = state
+            .seat_map()
+            .filter_map(|(seat, _)| {
+                state
+                    .sale_at(seat)
+                    .filter(|(_, owner, _)| owner == user)
+                    .map(|(b, _, p)| (b, (seat, Some(p.as_uuid()))))
+            })
+            .collect();
+        assert_eq!(confirmed, bought, "confirmed bookings of {user}");
     }
 }
 
@@ -264,4 +327,116 @@ async fn an_unknown_schedule_and_a_stranger_read_as_nothing() {
             .unwrap(),
         None
     );
+}
+
+/// A sale that sells out: the waiting buyer reads SOLD_OUT from Redis, the
+/// buyer's bookings are CONFIRMED with their payment, and a refund puts the
+/// seat back on sale and the buyer back in line.
+#[tokio::test]
+async fn a_sold_out_sale_and_a_refund_read_from_redis() {
+    let redis = RedisScheduleViews::connect(&redis_url(), SETTINGS)
+        .await
+        .unwrap();
+    let mut created = sale(1, false).created;
+    created.schedule_id = ScheduleId::from_uuid(Uuid::now_v7());
+    created.rows = 1;
+    created.cols = 2;
+    let (a, b) = (
+        UserId::from_uuid(Uuid::now_v7()),
+        UserId::from_uuid(Uuid::now_v7()),
+    );
+    let settings = Settings {
+        max_active: 1,
+        ..SETTINGS
+    };
+    let mut state = ScheduleState::new(&created);
+    let fold = ScheduleViews::new(settings);
+    let mut offset = 10;
+    let (schedule, changes) = fold
+        .apply_with_changes(&Event::ScheduleInitialised(created.clone()))
+        .unwrap();
+    redis.apply(schedule, offset, &changes).await.unwrap();
+    let bookings = vec![
+        BookingId::from_uuid(Uuid::now_v7()),
+        BookingId::from_uuid(Uuid::now_v7()),
+    ];
+    let payment_id = PaymentId::from_uuid(Uuid::now_v7());
+    let commands = [
+        Command::Join { user: a },
+        Command::Join { user: b },
+        Command::Hold {
+            user: a,
+            seats: vec![SeatRef { row: 1, col: 1 }, SeatRef { row: 1, col: 2 }],
+            booking_ids: bookings.clone(),
+        },
+        Command::StartPayment {
+            user: a,
+            payment_id,
+            booking_ids: bookings.clone(),
+        },
+        Command::CompletePayment { payment_id },
+    ];
+    let run = |state: &mut ScheduleState, command: Command, at: i64| {
+        let env = Envelope {
+            command_id: CommandId::from_uuid(Uuid::now_v7()),
+            at: t(at),
+            seed: 1,
+            command,
+        };
+        state.handle(&settings, &env).facts
+    };
+    let mut facts = Vec::new();
+    for (i, c) in commands.into_iter().enumerate() {
+        facts.extend(run(&mut state, c, i as i64));
+    }
+    for fact in facts {
+        offset += 1;
+        let (schedule, changes) = fold
+            .apply_with_changes(&Event::ScheduleFactRecorded(ScheduleFactRecorded {
+                meta: meta(),
+                schedule_id: created.schedule_id,
+                fact,
+            }))
+            .unwrap();
+        redis.apply(schedule, offset, &changes).await.unwrap();
+    }
+    let id = created.schedule_id;
+    assert_eq!(
+        redis.queue_status(id, b, t(10)).await.unwrap(),
+        Some(QueueStatus::SoldOut)
+    );
+    let map = redis.seat_map(id).await.unwrap().unwrap();
+    assert_eq!(map.seats, vec![SeatStatus::Sold, SeatStatus::Sold]);
+    let mine = redis.bookings_of(a).await.unwrap();
+    assert_eq!(mine.len(), 2);
+    assert!(mine.iter().all(|x| x.status == BookingStatus::Confirmed
+        && x.payment_id == Some(payment_id.as_uuid())
+        && x.expires_at.is_none()));
+
+    for fact in run(
+        &mut state,
+        Command::Refund {
+            payment_id,
+            booking_ids: vec![bookings[0]],
+        },
+        20,
+    ) {
+        offset += 1;
+        let (schedule, changes) = fold
+            .apply_with_changes(&Event::ScheduleFactRecorded(ScheduleFactRecorded {
+                meta: meta(),
+                schedule_id: created.schedule_id,
+                fact,
+            }))
+            .unwrap();
+        redis.apply(schedule, offset, &changes).await.unwrap();
+    }
+    assert!(matches!(
+        redis.queue_status(id, b, t(21)).await.unwrap(),
+        Some(QueueStatus::Admitted { .. })
+    ));
+    let map = redis.seat_map(id).await.unwrap().unwrap();
+    assert_eq!(map.seats, vec![SeatStatus::Available, SeatStatus::Sold]);
+    let refunded = redis.booking(bookings[0]).await.unwrap().unwrap();
+    assert_eq!(refunded.status, BookingStatus::Cancelled);
 }

@@ -175,6 +175,8 @@ pub enum ScheduleViewChange {
     },
     Rate(RateWindow),
     Booking(BookingView),
+    /// Every seat SOLD (true), or seats on sale again after a refund (false).
+    SoldOut(bool),
 }
 
 /// The write side of a read model kept outside the process (Redis).

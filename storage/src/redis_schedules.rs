@@ -3,8 +3,8 @@
 //!
 //! Layout (`{sid}` is a hash tag, so one schedule's keys share a cluster slot):
 //! - `sv:{sid}:meta` hash: `rows`, `cols`, `price`, `concert`, `rate` (the
-//!   admission-rate window, JSON) and `offset`, the last changelog offset
-//!   applied to the schedule.
+//!   admission-rate window, JSON), `sold_out` (`1` once every seat is SOLD)
+//!   and `offset`, the last changelog offset applied to the schedule.
 //! - `sv:{sid}:seats` string: one byte per seat, row-major, `A`/`H`/`S`. A seat
 //!   map is one GET; a changed seat is one SETRANGE.
 //! - `sv:{sid}:entries` hash: user id → the buyer's queue entry (JSON).
@@ -58,6 +58,9 @@ while i <= #ARGV do
     i = i + 4
   elseif op == 'rate' then
     redis.call('HSET', meta, 'rate', ARGV[i+1])
+    i = i + 2
+  elseif op == 'soldout' then
+    redis.call('HSET', meta, 'sold_out', ARGV[i+1])
     i = i + 2
   elseif op == 'booking' then
     redis.call('SET', 'sv:booking:' .. ARGV[i+1], ARGV[i+4])
@@ -211,6 +214,11 @@ impl ScheduleViewWriter for RedisScheduleViews {
                 ScheduleViewChange::Rate(window) => {
                     invocation.arg("rate").arg(json(window)?);
                 }
+                ScheduleViewChange::SoldOut(sold_out) => {
+                    invocation
+                        .arg("soldout")
+                        .arg(if *sold_out { "1" } else { "0" });
+                }
                 ScheduleViewChange::Booking(b) => {
                     // Held-until orders a buyer's bookings by when they were held
                     // (every hold lasts as long); `NX` keeps the first score.
@@ -285,8 +293,8 @@ impl ScheduleReadModel for RedisScheduleViews {
         let k = keys(schedule);
         let member = user.to_string();
         let mut conn = self.conn.clone();
-        let ((rows, rate), entry, rank): (
-            (Option<u16>, Option<String>),
+        let ((rows, rate, sold_out), entry, rank): (
+            (Option<u16>, Option<String>, Option<String>),
             Option<String>,
             Option<u64>,
         ) = redis::pipe()
@@ -294,6 +302,7 @@ impl ScheduleReadModel for RedisScheduleViews {
             .arg(&k.meta)
             .arg("rows")
             .arg("rate")
+            .arg("sold_out")
             .hget(&k.entries, &member)
             .zrank(&k.waiting, &member)
             .query_async(&mut conn)
@@ -314,6 +323,7 @@ impl ScheduleReadModel for RedisScheduleViews {
             &self.settings,
             rank.unwrap_or(0),
             &rate,
+            sold_out.as_deref() == Some("1"),
             now,
         )))
     }

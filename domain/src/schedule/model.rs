@@ -1,7 +1,7 @@
 //! The vocabulary of the schedule processor: its inputs (commands), its outputs
 //! (facts and replies), and the states of seats and queue entries.
 
-use crate::ids::{BookingId, CommandId, UserId};
+use crate::ids::{BookingId, CommandId, PaymentId, UserId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +15,8 @@ pub struct Settings {
     pub admission_ttl_secs: i64,
     /// How long a hold lasts before its seats go back on sale.
     pub hold_ttl_secs: i64,
+    /// How long a started payment keeps its bookings from expiring.
+    pub payment_ttl_secs: i64,
     /// Seats one buyer may hold or own in one schedule.
     pub max_seats_per_user: u32,
 }
@@ -25,6 +27,7 @@ impl Default for Settings {
             max_active: 500,
             admission_ttl_secs: 600,
             hold_ttl_secs: 300,
+            payment_ttl_secs: 120,
             max_seats_per_user: 4,
         }
     }
@@ -60,6 +63,28 @@ pub enum Command {
     /// The clock's pulse: fires due timers (and opens the sale) on an otherwise
     /// idle schedule.
     Tick,
+    /// A payment is about to charge for these held bookings: they can neither
+    /// expire nor be released until it completes, aborts, or its window
+    /// (`Settings::payment_ttl_secs`) runs out.
+    StartPayment {
+        user: UserId,
+        payment_id: PaymentId,
+        booking_ids: Vec<BookingId>,
+    },
+    /// The charge went through: the seats are SOLD.
+    CompletePayment {
+        payment_id: PaymentId,
+    },
+    /// The charge did not happen (declined): the bookings are held again until
+    /// their hold runs out.
+    AbortPayment {
+        payment_id: PaymentId,
+    },
+    /// Money was returned for these sold bookings: their seats are on sale again.
+    Refund {
+        payment_id: PaymentId,
+        booking_ids: Vec<BookingId>,
+    },
 }
 
 /// A command with what the core needs from the outside world: its identity, the
@@ -76,6 +101,15 @@ pub struct Envelope {
 pub struct HeldSeat {
     pub booking_id: BookingId,
     pub seat: SeatRef,
+}
+
+/// Why a started payment ended without a charge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AbortReason {
+    /// The provider declined or failed the charge.
+    NotCharged,
+    /// No outcome came within the payment window.
+    TimedOut,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +164,29 @@ pub enum FactKind {
         seats: Vec<HeldSeat>,
         reason: CancelReason,
     },
+    PaymentStarted {
+        user: UserId,
+        payment_id: PaymentId,
+        seats: Vec<HeldSeat>,
+        until: DateTime<Utc>,
+    },
+    /// The payment's bookings are CONFIRMED and their seats SOLD.
+    SeatsSold {
+        user: UserId,
+        payment_id: PaymentId,
+        seats: Vec<HeldSeat>,
+    },
+    PaymentAborted {
+        user: UserId,
+        payment_id: PaymentId,
+        reason: AbortReason,
+    },
+    /// Sold bookings refunded: CANCELLED, their seats AVAILABLE again.
+    SeatsRefunded {
+        user: UserId,
+        payment_id: PaymentId,
+        seats: Vec<HeldSeat>,
+    },
     /// The command was decided and changed nothing (a rejection, a repeated
     /// join). Recorded so that a redelivery of it, after the state has moved
     /// on, is still recognised and not acted on.
@@ -162,6 +219,13 @@ pub enum Rejection {
     EmptyHold,
     BookingNotFound,
     NotOwner,
+    /// A booking that is being paid for, or is paid already.
+    BookingNotPending,
+    /// No payment in progress with this id (never started, already ended, or
+    /// its window ran out): a charge that completes now must be refunded.
+    PaymentNotInProgress,
+    /// A refund of bookings that this payment did not buy, or no longer owns.
+    NotRefundable,
 }
 
 /// A buyer's place in the waiting room, as they are told it.
@@ -194,6 +258,20 @@ pub enum Reply {
     },
     Released,
     Rejected(Rejection),
+    /// The payment may charge `total_price` for these bookings.
+    PaymentStarted {
+        seats: Vec<HeldSeat>,
+        total_price: i64,
+        until: DateTime<Utc>,
+    },
+    Sold {
+        booking_ids: Vec<BookingId>,
+    },
+    PaymentAborted,
+    Refunded {
+        booking_ids: Vec<BookingId>,
+        amount: i64,
+    },
     /// No such schedule on this partition (never created, or not yet).
     UnknownSchedule,
     /// Ticks answer nobody.
@@ -255,14 +333,24 @@ impl RateWindow {
 
 impl QueueEntry {
     /// What the buyer is told at `now`; `ahead` (waiting buyers with a smaller
-    /// position) matters only to a waiting entry.
+    /// position) matters only to a waiting entry. Once every seat is sold
+    /// (`sold_out`), a buyer still in line is told so.
     pub fn status(
         &self,
         settings: &Settings,
         ahead: u64,
         rate: &RateWindow,
+        sold_out: bool,
         now: DateTime<Utc>,
     ) -> QueueStatus {
+        if sold_out
+            && matches!(
+                self,
+                QueueEntry::PreQueue | QueueEntry::Waiting { .. } | QueueEntry::Admitted { .. }
+            )
+        {
+            return QueueStatus::SoldOut;
+        }
         match *self {
             QueueEntry::PreQueue => QueueStatus::Waiting {
                 position: None,

@@ -44,6 +44,9 @@ pub(super) fn created(rows: u16, cols: u16, opens_in: Option<i64>) -> ScheduleCr
 struct Auditor {
     settings: Settings,
     owner: BTreeMap<SeatRef, (BookingId, UserId, DateTime<Utc>)>,
+    /// Payments in progress: their buyer, seats and window.
+    paying: BTreeMap<PaymentId, (UserId, Vec<SeatRef>, DateTime<Utc>)>,
+    sold: BTreeMap<SeatRef, (BookingId, UserId, PaymentId)>,
     per_user: BTreeMap<UserId, u32>,
     admitted: BTreeMap<UserId, DateTime<Utc>>,
     last_position: u64,
@@ -55,6 +58,8 @@ impl Auditor {
         Self {
             settings,
             owner: BTreeMap::new(),
+            paying: BTreeMap::new(),
+            sold: BTreeMap::new(),
             per_user: BTreeMap::new(),
             admitted: BTreeMap::new(),
             last_position: 0,
@@ -100,7 +105,7 @@ impl Auditor {
                 assert!(*until_admitted > f.at, "held after the admission ran out");
                 for s in seats {
                     assert!(
-                        !self.owner.contains_key(&s.seat),
+                        !self.owner.contains_key(&s.seat) && !self.sold.contains_key(&s.seat),
                         "seat {:?} owned twice",
                         s.seat
                     );
@@ -119,6 +124,12 @@ impl Auditor {
                 reason,
             } => {
                 for s in seats {
+                    assert!(
+                        self.paying
+                            .values()
+                            .all(|(_, seats, _)| !seats.contains(&s.seat)),
+                        "a hold being paid for was cancelled"
+                    );
                     let (booking, owner, until) =
                         self.owner.remove(&s.seat).expect("cancelled a free seat");
                     assert_eq!((booking, owner), (s.booking_id, *user));
@@ -128,13 +139,104 @@ impl Auditor {
                 }
                 *self.per_user.get_mut(user).unwrap() -= seats.len() as u32;
             }
+            FactKind::PaymentStarted {
+                user,
+                payment_id,
+                seats,
+                until,
+            } => {
+                for s in seats {
+                    let (booking, owner, _) = self.owner[&s.seat];
+                    assert_eq!(
+                        (booking, owner),
+                        (s.booking_id, *user),
+                        "paid for someone else's hold"
+                    );
+                    assert!(
+                        self.paying
+                            .values()
+                            .all(|(_, paid, _)| !paid.contains(&s.seat)),
+                        "one hold in two payments"
+                    );
+                }
+                let seats = seats.iter().map(|s| s.seat).collect();
+                assert!(
+                    self.paying
+                        .insert(*payment_id, (*user, seats, *until))
+                        .is_none(),
+                    "a payment started twice"
+                );
+            }
+            FactKind::SeatsSold {
+                user,
+                payment_id,
+                seats,
+            } => {
+                let (payer, paid, _) = self
+                    .paying
+                    .remove(payment_id)
+                    .expect("sold without a payment in progress");
+                assert_eq!(payer, *user);
+                let mut sold_now: Vec<SeatRef> = seats.iter().map(|s| s.seat).collect();
+                sold_now.sort();
+                let mut paid = paid;
+                paid.sort();
+                assert_eq!(sold_now, paid, "exactly the paid-for seats are sold");
+                for s in seats {
+                    let (booking, _, _) = self.owner.remove(&s.seat).expect("sold a free seat");
+                    assert_eq!(booking, s.booking_id);
+                    assert!(
+                        self.sold
+                            .insert(s.seat, (s.booking_id, *user, *payment_id))
+                            .is_none(),
+                        "seat {:?} sold twice",
+                        s.seat
+                    );
+                }
+            }
+            FactKind::PaymentAborted {
+                payment_id, reason, ..
+            } => {
+                let (_, _, until) = self
+                    .paying
+                    .remove(payment_id)
+                    .expect("aborted a payment not in progress");
+                if *reason == AbortReason::TimedOut {
+                    assert!(until <= f.at, "payment timed out early");
+                }
+            }
+            FactKind::SeatsRefunded {
+                user,
+                payment_id,
+                seats,
+            } => {
+                for s in seats {
+                    let (booking, owner, payment) =
+                        self.sold.remove(&s.seat).expect("refunded an unsold seat");
+                    assert_eq!(
+                        (booking, owner, payment),
+                        (s.booking_id, *user, *payment_id)
+                    );
+                }
+                *self.per_user.get_mut(user).unwrap() -= seats.len() as u32;
+            }
         }
     }
 
     /// Nothing may outlive its deadline once time has passed it.
     fn check_deadlines(&self, now: DateTime<Utc>) {
         for (seat, (_, _, until)) in &self.owner {
-            assert!(*until > now, "hold on {seat:?} outlived its deadline");
+            let paying = self
+                .paying
+                .values()
+                .any(|(_, seats, _)| seats.contains(seat));
+            assert!(
+                paying || *until > now,
+                "hold on {seat:?} outlived its deadline"
+            );
+        }
+        for (p, (_, _, until)) in &self.paying {
+            assert!(*until > now, "payment {p:?} outlived its window");
         }
         for (u, until) in &self.admitted {
             assert!(*until > now, "admission of {u:?} outlived its deadline");
@@ -148,6 +250,10 @@ enum Op {
     Leave(u8),
     Hold(u8, Vec<(u16, u16)>),
     Release(u8, usize),
+    Pay(u8),
+    Complete(usize),
+    Abort(usize),
+    Refund(usize, usize),
     Advance(i64),
     Tick,
     Redeliver(usize),
@@ -160,6 +266,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..12).prop_map(Op::Leave),
         5 => (0u8..12, prop::collection::vec((0u16..5, 0u16..6), 0..4)).prop_map(|(u, s)| Op::Hold(u, s)),
         2 => (0u8..12, 0usize..64).prop_map(|(u, i)| Op::Release(u, i)),
+        3 => (0u8..12).prop_map(Op::Pay),
+        2 => (0usize..64).prop_map(Op::Complete),
+        1 => (0usize..64).prop_map(Op::Abort),
+        1 => (0usize..64, 1usize..4).prop_map(|(i, n)| Op::Refund(i, n)),
         3 => (1i64..40).prop_map(Op::Advance),
         1 => Just(Op::Tick),
         2 => (0usize..512).prop_map(Op::Redeliver),
@@ -180,6 +290,7 @@ fn run(ops: Vec<Op>, opens_in: Option<i64>, seed: u64) -> Vec<Fact> {
         max_active: 3,
         admission_ttl_secs: 60,
         hold_ttl_secs: 30,
+        payment_ttl_secs: 20,
         max_seats_per_user: 3,
     };
     let created = created(4, 5, opens_in);
@@ -188,6 +299,9 @@ fn run(ops: Vec<Op>, opens_in: Option<i64>, seed: u64) -> Vec<Fact> {
     let mut facts: Vec<Fact> = Vec::new();
     let mut sent: Vec<Envelope> = Vec::new();
     let mut held: Vec<BookingId> = Vec::new();
+    let mut holds_of: BTreeMap<UserId, Vec<BookingId>> = BTreeMap::new();
+    let mut payments: Vec<PaymentId> = Vec::new();
+    let mut bought: Vec<(PaymentId, Vec<BookingId>)> = Vec::new();
     let mut now = t0();
     let mut ids = 0u128;
     let next_id = |ids: &mut u128| {
@@ -229,6 +343,10 @@ fn run(ops: Vec<Op>, opens_in: Option<i64>, seed: u64) -> Vec<Fact> {
                             FactKind::AdmissionExpired { .. }
                                 | FactKind::Admitted { .. }
                                 | FactKind::QueueOpened { .. }
+                                | FactKind::PaymentAborted {
+                                    reason: AbortReason::TimedOut,
+                                    ..
+                                }
                         ) || matches!(
                             f.kind,
                             FactKind::BookingsCancelled {
@@ -274,6 +392,31 @@ fn run(ops: Vec<Op>, opens_in: Option<i64>, seed: u64) -> Vec<Fact> {
                     booking_id: held[i % held.len()],
                 }
             }
+            Op::Pay(u) => Command::StartPayment {
+                user: user(u),
+                payment_id: PaymentId::from_uuid(next_id(&mut ids)),
+                booking_ids: holds_of.get(&user(u)).cloned().unwrap_or_default(),
+            },
+            Op::Complete(i) | Op::Abort(i) if payments.is_empty() => {
+                let _ = i;
+                continue;
+            }
+            Op::Complete(i) => Command::CompletePayment {
+                payment_id: payments[i % payments.len()],
+            },
+            Op::Abort(i) => Command::AbortPayment {
+                payment_id: payments[i % payments.len()],
+            },
+            Op::Refund(i, n) => {
+                if bought.is_empty() {
+                    continue;
+                }
+                let (payment_id, bookings) = &bought[i % bought.len()];
+                Command::Refund {
+                    payment_id: *payment_id,
+                    booking_ids: bookings.iter().take(n).copied().collect(),
+                }
+            }
         };
         let env = Envelope {
             command_id: CommandId::from_uuid(next_id(&mut ids)),
@@ -282,8 +425,38 @@ fn run(ops: Vec<Op>, opens_in: Option<i64>, seed: u64) -> Vec<Fact> {
             command,
         };
         let d = state.handle(&settings, &env);
-        if let Reply::Held { booking_ids, .. } = &d.reply {
-            held.extend(booking_ids);
+        match (&env.command, &d.reply) {
+            (Command::Hold { user, .. }, Reply::Held { booking_ids, .. }) => {
+                held.extend(booking_ids);
+                holds_of.entry(*user).or_default().extend(booking_ids);
+            }
+            (Command::StartPayment { payment_id, .. }, Reply::PaymentStarted { .. }) => {
+                payments.push(*payment_id);
+            }
+            (Command::CompletePayment { payment_id }, Reply::Sold { booking_ids }) => {
+                bought.push((*payment_id, booking_ids.clone()));
+            }
+            (Command::Refund { .. }, Reply::Refunded { .. }) => {}
+            (Command::Refund { .. }, Reply::Rejected(r)) => {
+                assert_eq!(r, &Rejection::NotRefundable);
+            }
+            _ => {}
+        }
+        // Once every seat is sold, nobody still in line is told otherwise.
+        if auditor.sold.len() == 20 {
+            for u in 0..12 {
+                let status = state.status_of(&settings, user(u), now);
+                assert!(
+                    matches!(
+                        status,
+                        QueueStatus::SoldOut
+                            | QueueStatus::Left
+                            | QueueStatus::Expired
+                            | QueueStatus::NotInQueue
+                    ),
+                    "sold out, yet {status:?}"
+                );
+            }
         }
         for f in d.facts {
             auditor.observe(&f);
@@ -294,7 +467,8 @@ fn run(ops: Vec<Op>, opens_in: Option<i64>, seed: u64) -> Vec<Fact> {
         sent.push(env);
     }
     // Drained: every hold and admission has run out, nobody is left behind.
-    assert!(auditor.owner.is_empty(), "every hold expires");
+    assert!(auditor.owner.is_empty(), "every hold expires or is sold");
+    assert!(auditor.paying.is_empty(), "every payment ends");
     assert!(auditor.admitted.is_empty(), "every admission expires");
     assert_eq!(replay(&created, &facts), state);
     facts
@@ -335,10 +509,21 @@ fn the_workload_reaches_every_kind_of_fact() {
                     ..
                 } => "hold expired",
                 FactKind::Unchanged => "unchanged",
+                FactKind::PaymentStarted { .. } => "payment started",
+                FactKind::SeatsSold { .. } => "sold",
+                FactKind::PaymentAborted {
+                    reason: AbortReason::NotCharged,
+                    ..
+                } => "payment aborted",
+                FactKind::PaymentAborted {
+                    reason: AbortReason::TimedOut,
+                    ..
+                } => "payment timed out",
+                FactKind::SeatsRefunded { .. } => "refunded",
             });
         }
     }
-    assert_eq!(kinds.len(), 10, "reached only {kinds:?}");
+    assert_eq!(kinds.len(), 15, "reached only {kinds:?}");
 }
 
 proptest! {

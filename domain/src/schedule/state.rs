@@ -10,7 +10,7 @@ use super::model::*;
 use super::rng::shuffle;
 use crate::catalog::{SeatGrid, SeatStatus};
 use crate::events::ScheduleCreated;
-use crate::ids::{BookingId, CommandId, ConcertId, ScheduleId, UserId};
+use crate::ids::{BookingId, CommandId, ConcertId, PaymentId, ScheduleId, UserId};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
@@ -23,7 +23,15 @@ const RATE_SAMPLES: usize = 64;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum Seat {
     Available,
-    Held { booking: BookingId, user: UserId },
+    Held {
+        booking: BookingId,
+        user: UserId,
+    },
+    Sold {
+        booking: BookingId,
+        user: UserId,
+        payment: PaymentId,
+    },
 }
 
 impl Seat {
@@ -31,15 +39,36 @@ impl Seat {
         match self {
             Seat::Available => SeatStatus::Available,
             Seat::Held { .. } => SeatStatus::Held,
+            Seat::Sold { .. } => SeatStatus::Sold,
         }
     }
 }
 
+/// A live hold.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Booking {
     user: UserId,
     seat: SeatRef,
     until: DateTime<Utc>,
+    /// The payment charging for it: it cannot expire or be released meanwhile.
+    #[serde(default)]
+    paying: Option<PaymentId>,
+}
+
+/// A payment between its start and its outcome.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Payment {
+    user: UserId,
+    bookings: Vec<BookingId>,
+    until: DateTime<Utc>,
+}
+
+/// A paid booking.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct SoldBooking {
+    user: UserId,
+    seat: SeatRef,
+    payment: PaymentId,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +111,7 @@ impl Entry {
 enum Timer {
     Admission(UserId),
     Hold(BookingId),
+    Payment(PaymentId),
 }
 
 /// A bounded memory of command ids (oldest forgotten first). Stored as the
@@ -145,6 +175,10 @@ pub struct ScheduleState {
     rate_samples: VecDeque<(DateTime<Utc>, u64)>,
     timers: BTreeSet<(DateTime<Utc>, Timer)>,
     recent: RecentCommands,
+    #[serde(default)]
+    payments: BTreeMap<PaymentId, Payment>,
+    #[serde(default)]
+    sold: BTreeMap<BookingId, SoldBooking>,
 }
 
 impl ScheduleState {
@@ -172,6 +206,8 @@ impl ScheduleState {
             rate_samples: VecDeque::new(),
             timers: BTreeSet::new(),
             recent: RecentCommands::default(),
+            payments: BTreeMap::new(),
+            sold: BTreeMap::new(),
         }
     }
 
@@ -229,6 +265,42 @@ impl ScheduleState {
             (Command::Release { user, booking_id }, false) => {
                 self.release(env.command_id, *user, *booking_id, now, &mut facts)
             }
+            (Command::StartPayment { payment_id, .. }, true) => self.replay_payment(*payment_id),
+            (
+                Command::StartPayment {
+                    user,
+                    payment_id,
+                    booking_ids,
+                },
+                false,
+            ) => self.start_payment(
+                settings,
+                env.command_id,
+                *user,
+                *payment_id,
+                booking_ids,
+                now,
+                &mut facts,
+            ),
+            (Command::CompletePayment { payment_id }, true) => self.replay_payment(*payment_id),
+            (Command::CompletePayment { payment_id }, false) => {
+                self.complete_payment(settings, env.command_id, *payment_id, now, &mut facts)
+            }
+            (Command::AbortPayment { .. }, true) => Reply::PaymentAborted,
+            (Command::AbortPayment { payment_id }, false) => {
+                self.abort_payment(env.command_id, *payment_id, now, &mut facts)
+            }
+            (Command::Refund { booking_ids, .. }, true) => Reply::Refunded {
+                booking_ids: booking_ids.clone(),
+                amount: self.price * booking_ids.len() as i64,
+            },
+            (
+                Command::Refund {
+                    payment_id,
+                    booking_ids,
+                },
+                false,
+            ) => self.refund(env.command_id, *payment_id, booking_ids, now, &mut facts),
         };
         if facts.is_empty() && !duplicate && env.command != Command::Tick {
             self.emit(&mut facts, env.command_id, now, FactKind::Unchanged);
@@ -270,7 +342,9 @@ impl ScheduleState {
             .take_while(|(at, _)| *at <= now)
             .map(|(_, t)| t.clone())
             .collect();
-        let mut expired_holds: BTreeMap<UserId, Vec<HeldSeat>> = BTreeMap::new();
+        // By user, then booking: a hold may come due twice (its own timer, and
+        // the end of the payment that kept it).
+        let mut expired_holds: BTreeMap<UserId, BTreeMap<BookingId, SeatRef>> = BTreeMap::new();
         for timer in due {
             match timer {
                 Timer::Admission(user) => {
@@ -280,16 +354,49 @@ impl ScheduleState {
                     }
                 }
                 Timer::Hold(booking_id) => {
-                    if let Some(b) = self.bookings.get(&booking_id).filter(|b| b.until <= now) {
-                        expired_holds.entry(b.user).or_default().push(HeldSeat {
-                            booking_id,
-                            seat: b.seat,
-                        });
+                    // A hold being paid for waits for its payment's outcome.
+                    if let Some(b) = self
+                        .bookings
+                        .get(&booking_id)
+                        .filter(|b| b.until <= now && b.paying.is_none())
+                    {
+                        expired_holds
+                            .entry(b.user)
+                            .or_default()
+                            .insert(booking_id, b.seat);
+                    }
+                }
+                Timer::Payment(payment_id) => {
+                    if let Some(p) = self.payments.get(&payment_id).filter(|p| p.until <= now) {
+                        let user = p.user;
+                        self.emit(
+                            facts,
+                            command_id,
+                            now,
+                            FactKind::PaymentAborted {
+                                user,
+                                payment_id,
+                                reason: AbortReason::TimedOut,
+                            },
+                        );
+                        // Its holds are due again: those past their time expire
+                        // now, with the others due.
+                        for (id, b) in self
+                            .bookings
+                            .iter()
+                            .filter(|(_, b)| b.user == user && b.until <= now && b.paying.is_none())
+                        {
+                            expired_holds.entry(user).or_default().insert(*id, b.seat);
+                        }
                     }
                 }
             }
         }
         for (user, seats) in expired_holds {
+            let seats = seats
+                .into_iter()
+                .map(|(booking_id, seat)| HeldSeat { booking_id, seat })
+                .collect();
             self.emit(
                 facts,
                 command_id,
@@ -483,6 +590,9 @@ impl ScheduleState {
         if booking.user != user {
             return Reply::Rejected(Rejection::NotOwner);
         }
+        if booking.paying.is_some() {
+            return Reply::Rejected(Rejection::BookingNotPending);
+        }
         let seat = HeldSeat {
             booking_id,
             seat: booking.seat,
@@ -498,6 +608,212 @@ impl ScheduleState {
             },
         );
         Reply::Released
+    }
+
+    /// What a repeated payment command achieved, answered from the state.
+    fn replay_payment(&self, payment_id: PaymentId) -> Reply {
+        if let Some(p) = self.payments.get(&payment_id) {
+            let seats = self.held_seats(&p.bookings);
+            return Reply::PaymentStarted {
+                total_price: self.price * seats.len() as i64,
+                seats,
+                until: p.until,
+            };
+        }
+        let sold = self.sold_by(payment_id);
+        if sold.is_empty() {
+            Reply::Rejected(Rejection::PaymentNotInProgress)
+        } else {
+            Reply::Sold { booking_ids: sold }
+        }
+    }
+
+    fn held_seats(&self, bookings: &[BookingId]) -> Vec<HeldSeat> {
+        bookings
+            .iter()
+            .filter_map(|id| {
+                self.bookings.get(id).map(|b| HeldSeat {
+                    booking_id: *id,
+                    seat: b.seat,
+                })
+            })
+            .collect()
+    }
+
+    fn sold_by(&self, payment_id: PaymentId) -> Vec<BookingId> {
+        self.sold
+            .iter()
+            .filter(|(_, s)| s.payment == payment_id)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_payment(
+        &mut self,
+        settings: &Settings,
+        command_id: CommandId,
+        user: UserId,
+        payment_id: PaymentId,
+        booking_ids: &[BookingId],
+        now: DateTime<Utc>,
+        facts: &mut Vec<Fact>,
+    ) -> Reply {
+        if let Some(p) = self.payments.get(&payment_id) {
+            // The same payment asked again (a retry with a new command id).
+            return if p.user == user && p.bookings == booking_ids {
+                self.replay_payment(payment_id)
+            } else {
+                Reply::Rejected(Rejection::BookingNotPending)
+            };
+        }
+        if booking_ids.is_empty()
+            || booking_ids.iter().collect::<BTreeSet<_>>().len() != booking_ids.len()
+        {
+            return Reply::Rejected(Rejection::EmptyHold);
+        }
+        if !self.sold_by(payment_id).is_empty() {
+            return Reply::Rejected(Rejection::BookingNotPending);
+        }
+        for id in booking_ids {
+            match (self.bookings.get(id), self.sold.get(id)) {
+                (Some(b), _) if b.user != user => return Reply::Rejected(Rejection::NotOwner),
+                (Some(b), _) if b.paying.is_some() => {
+                    return Reply::Rejected(Rejection::BookingNotPending)
+                }
+                (Some(_), _) => {}
+                (None, Some(s)) if s.user != user => return Reply::Rejected(Rejection::NotOwner),
+                (None, Some(_)) => return Reply::Rejected(Rejection::BookingNotPending),
+                (None, None) => return Reply::Rejected(Rejection::BookingNotFound),
+            }
+        }
+        let seats = self.held_seats(booking_ids);
+        let until = now + Duration::seconds(settings.payment_ttl_secs);
+        self.emit(
+            facts,
+            command_id,
+            now,
+            FactKind::PaymentStarted {
+                user,
+                payment_id,
+                seats: seats.clone(),
+                until,
+            },
+        );
+        Reply::PaymentStarted {
+            total_price: self.price * seats.len() as i64,
+            seats,
+            until,
+        }
+    }
+
+    fn complete_payment(
+        &mut self,
+        settings: &Settings,
+        command_id: CommandId,
+        payment_id: PaymentId,
+        now: DateTime<Utc>,
+        facts: &mut Vec<Fact>,
+    ) -> Reply {
+        let Some(p) = self.payments.get(&payment_id) else {
+            return self.replay_payment(payment_id);
+        };
+        let user = p.user;
+        let seats = self.held_seats(&p.bookings.clone());
+        let booking_ids = seats.iter().map(|s| s.booking_id).collect();
+        self.emit(
+            facts,
+            command_id,
+            now,
+            FactKind::SeatsSold {
+                user,
+                payment_id,
+                seats,
+            },
+        );
+        // Paid: the buyer's admission slot goes to the next in line.
+        if self.is_admitted(user, now) {
+            self.emit(facts, command_id, now, FactKind::QueueLeft { user });
+            self.admit(settings, command_id, now, facts);
+        }
+        Reply::Sold { booking_ids }
+    }
+
+    fn abort_payment(
+        &mut self,
+        command_id: CommandId,
+        payment_id: PaymentId,
+        now: DateTime<Utc>,
+        facts: &mut Vec<Fact>,
+    ) -> Reply {
+        match self.payments.get(&payment_id) {
+            Some(p) => {
+                let user = p.user;
+                self.emit(
+                    facts,
+                    command_id,
+                    now,
+                    FactKind::PaymentAborted {
+                        user,
+                        payment_id,
+                        reason: AbortReason::NotCharged,
+                    },
+                );
+                // Holds the payment kept past their end expire now.
+                self.fire_timers(command_id, now, facts);
+                Reply::PaymentAborted
+            }
+            // Sold by it: the charge happened; it cannot be undone by an abort.
+            None if !self.sold_by(payment_id).is_empty() => {
+                Reply::Rejected(Rejection::PaymentNotInProgress)
+            }
+            // Never started, or ended already without a charge.
+            None => Reply::PaymentAborted,
+        }
+    }
+
+    fn refund(
+        &mut self,
+        command_id: CommandId,
+        payment_id: PaymentId,
+        booking_ids: &[BookingId],
+        now: DateTime<Utc>,
+        facts: &mut Vec<Fact>,
+    ) -> Reply {
+        if booking_ids.is_empty()
+            || booking_ids.iter().collect::<BTreeSet<_>>().len() != booking_ids.len()
+        {
+            return Reply::Rejected(Rejection::NotRefundable);
+        }
+        let mut seats = Vec::with_capacity(booking_ids.len());
+        let mut user = None;
+        for id in booking_ids {
+            match self.sold.get(id) {
+                Some(s) if s.payment == payment_id => {
+                    user = Some(s.user);
+                    seats.push(HeldSeat {
+                        booking_id: *id,
+                        seat: s.seat,
+                    });
+                }
+                _ => return Reply::Rejected(Rejection::NotRefundable),
+            }
+        }
+        let user = user.expect("at least one booking");
+        self.emit(
+            facts,
+            command_id,
+            now,
+            FactKind::SeatsRefunded {
+                user,
+                payment_id,
+                seats,
+            },
+        );
+        Reply::Refunded {
+            booking_ids: booking_ids.to_vec(),
+            amount: self.price * booking_ids.len() as i64,
+        }
     }
 
     // ----- the changelog -----------------------------------------------------
@@ -584,6 +900,7 @@ impl ScheduleState {
                             user: *user,
                             seat: s.seat,
                             until: *until,
+                            paying: None,
                         },
                     );
                     self.timers.insert((*until, Timer::Hold(s.booking_id)));
@@ -591,6 +908,64 @@ impl ScheduleState {
                 *self.seats_by_user.entry(*user).or_default() += seats.len() as u32;
             }
             FactKind::Unchanged => {}
+            FactKind::PaymentStarted {
+                user,
+                payment_id,
+                seats,
+                until,
+            } => {
+                for s in seats {
+                    if let Some(b) = self.bookings.get_mut(&s.booking_id) {
+                        b.paying = Some(*payment_id);
+                    }
+                }
+                self.payments.insert(
+                    *payment_id,
+                    Payment {
+                        user: *user,
+                        bookings: seats.iter().map(|s| s.booking_id).collect(),
+                        until: *until,
+                    },
+                );
+                self.timers.insert((*until, Timer::Payment(*payment_id)));
+            }
+            FactKind::SeatsSold {
+                user,
+                payment_id,
+                seats,
+            } => {
+                for s in seats {
+                    if let Some(b) = self.bookings.remove(&s.booking_id) {
+                        self.timers.remove(&(b.until, Timer::Hold(s.booking_id)));
+                    }
+                    let i = self.index(s.seat);
+                    self.seats[i] = Seat::Sold {
+                        booking: s.booking_id,
+                        user: *user,
+                        payment: *payment_id,
+                    };
+                    self.sold.insert(
+                        s.booking_id,
+                        SoldBooking {
+                            user: *user,
+                            seat: s.seat,
+                            payment: *payment_id,
+                        },
+                    );
+                }
+                self.end_payment(*payment_id);
+            }
+            FactKind::PaymentAborted { payment_id, .. } => {
+                self.end_payment(*payment_id);
+            }
+            FactKind::SeatsRefunded { user, seats, .. } => {
+                for s in seats {
+                    self.sold.remove(&s.booking_id);
+                    let i = self.index(s.seat);
+                    self.seats[i] = Seat::Available;
+                }
+                self.uncount(*user, seats.len());
+            }
             FactKind::BookingsCancelled { user, seats, .. } => {
                 for s in seats {
                     if let Some(b) = self.bookings.remove(&s.booking_id) {
@@ -599,11 +974,28 @@ impl ScheduleState {
                     let i = self.index(s.seat);
                     self.seats[i] = Seat::Available;
                 }
-                if let Some(n) = self.seats_by_user.get_mut(user) {
-                    *n = n.saturating_sub(seats.len() as u32);
-                    if *n == 0 {
-                        self.seats_by_user.remove(user);
-                    }
+                self.uncount(*user, seats.len());
+            }
+        }
+    }
+
+    fn uncount(&mut self, user: UserId, seats: usize) {
+        if let Some(n) = self.seats_by_user.get_mut(&user) {
+            *n = n.saturating_sub(seats as u32);
+            if *n == 0 {
+                self.seats_by_user.remove(&user);
+            }
+        }
+    }
+
+    /// A payment ended (sold or aborted): its bookings still held are no
+    /// longer being paid for, and its window timer goes.
+    fn end_payment(&mut self, payment_id: PaymentId) {
+        if let Some(p) = self.payments.remove(&payment_id) {
+            self.timers.remove(&(p.until, Timer::Payment(payment_id)));
+            for id in &p.bookings {
+                if let Some(b) = self.bookings.get_mut(id) {
+                    b.paying = None;
                 }
             }
         }
@@ -639,7 +1031,13 @@ impl ScheduleState {
             QueueEntry::Waiting { position } => self.waiting.range(..position).count() as u64,
             _ => 0,
         };
-        entry.status(settings, ahead, &self.rate_window(), now)
+        entry.status(
+            settings,
+            ahead,
+            &self.rate_window(),
+            self.is_sold_out(),
+            now,
+        )
     }
 
     /// A buyer's entry as stored, `None` if they never joined.
@@ -678,6 +1076,11 @@ impl ScheduleState {
         })
     }
 
+    /// Every seat SOLD.
+    pub fn is_sold_out(&self) -> bool {
+        self.sold.len() == self.seats.len()
+    }
+
     pub fn is_open(&self) -> bool {
         self.open
     }
@@ -693,7 +1096,23 @@ impl ScheduleState {
         }
         match &self.seats[self.index(seat)] {
             Seat::Held { booking, user } => Some((*booking, *user)),
-            Seat::Available => None,
+            Seat::Available | Seat::Sold { .. } => None,
+        }
+    }
+
+    /// The paid booking on a seat, its owner and its payment, if the seat is
+    /// sold.
+    pub fn sale_at(&self, seat: SeatRef) -> Option<(BookingId, UserId, PaymentId)> {
+        if !self.grid.contains(seat.row, seat.col) {
+            return None;
+        }
+        match &self.seats[self.index(seat)] {
+            Seat::Sold {
+                booking,
+                user,
+                payment,
+            } => Some((*booking, *user, *payment)),
+            _ => None,
         }
     }
 
@@ -719,22 +1138,65 @@ impl ScheduleState {
             "never more than max_active admitted"
         );
         let mut per_user: BTreeMap<UserId, u32> = BTreeMap::new();
+        let mut held = 0;
+        let mut sold = 0;
         for (i, seat) in self.seats.iter().enumerate() {
-            if let Seat::Held { booking, user } = seat {
-                let b = self
-                    .bookings
-                    .get(booking)
-                    .expect("a held seat has its booking");
-                assert_eq!(b.user, *user, "seat and booking agree on the owner");
-                assert_eq!(self.index(b.seat), i, "booking points at its seat");
-                *per_user.entry(*user).or_default() += 1;
+            match seat {
+                Seat::Held { booking, user } => {
+                    let b = self
+                        .bookings
+                        .get(booking)
+                        .expect("a held seat has its booking");
+                    assert_eq!(b.user, *user, "seat and booking agree on the owner");
+                    assert_eq!(self.index(b.seat), i, "booking points at its seat");
+                    if let Some(p) = b.paying {
+                        let payment = self
+                            .payments
+                            .get(&p)
+                            .expect("a paying hold has its payment");
+                        assert!(
+                            payment.bookings.contains(booking),
+                            "the payment lists its hold"
+                        );
+                    }
+                    held += 1;
+                    *per_user.entry(*user).or_default() += 1;
+                }
+                Seat::Sold {
+                    booking,
+                    user,
+                    payment,
+                } => {
+                    let s = self.sold.get(booking).expect("a sold seat has its booking");
+                    assert_eq!(
+                        (s.user, s.payment),
+                        (*user, *payment),
+                        "sold seat and booking agree"
+                    );
+                    assert_eq!(self.index(s.seat), i, "sold booking points at its seat");
+                    assert!(
+                        !self.bookings.contains_key(booking),
+                        "sold is not also held"
+                    );
+                    sold += 1;
+                    *per_user.entry(*user).or_default() += 1;
+                }
+                Seat::Available => {}
             }
         }
-        assert_eq!(
-            per_user.values().sum::<u32>() as usize,
-            self.bookings.len(),
-            "one booking per held seat"
-        );
+        assert_eq!(held, self.bookings.len(), "one booking per held seat");
+        assert_eq!(sold, self.sold.len(), "one sold booking per sold seat");
+        for (id, p) in &self.payments {
+            for b in &p.bookings {
+                if let Some(booking) = self.bookings.get(b) {
+                    assert_eq!(booking.paying, Some(*id), "a payment's holds name it");
+                }
+            }
+            assert!(
+                self.timers.contains(&(p.until, Timer::Payment(*id))),
+                "every payment has its timer"
+            );
+        }
         assert_eq!(per_user, self.seats_by_user, "per-buyer seat counts");
         for n in per_user.values() {
             assert!(
@@ -770,7 +1232,7 @@ impl ScheduleState {
         }
         assert_eq!(
             self.timers.len(),
-            self.bookings.len() + self.active as usize,
+            self.bookings.len() + self.active as usize + self.payments.len(),
             "no stale timers"
         );
     }

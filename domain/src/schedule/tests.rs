@@ -29,6 +29,7 @@ impl Harness {
                 max_active,
                 admission_ttl_secs: 600,
                 hold_ttl_secs: 300,
+                payment_ttl_secs: 120,
                 max_seats_per_user: 4,
             },
             ids: 0,
@@ -326,4 +327,283 @@ fn a_redelivered_hold_answers_the_same_and_holds_nothing_more() {
     let again = h.state.handle(&h.settings, &Envelope { at: t(3), ..env });
     assert_eq!(first.reply, again.reply);
     assert!(again.facts.is_empty());
+}
+
+fn held_ids(r: &Reply) -> Vec<BookingId> {
+    match r {
+        Reply::Held { booking_ids, .. } => booking_ids.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn payment(n: u128) -> PaymentId {
+    PaymentId::from_uuid(Uuid::from_u128(9_000 + n))
+}
+
+/// A 3x3 stage where buyer 1 holds two seats and buyer 2 waits (one slot).
+fn two_seats_held() -> (Harness, Vec<BookingId>) {
+    let mut h = Harness::new(None, 1);
+    h.join(0, 1);
+    h.join(0, 2);
+    let ids = held_ids(&h.hold(1, 1, &[(1, 1), (1, 2)]));
+    (h, ids)
+}
+
+fn pay(h: &mut Harness, at: i64, u: u128, p: u128, ids: &[BookingId]) -> Reply {
+    h.send(
+        at,
+        0,
+        Command::StartPayment {
+            user: user(u),
+            payment_id: payment(p),
+            booking_ids: ids.to_vec(),
+        },
+    )
+    .reply
+}
+
+#[test]
+fn a_paid_hold_is_sold_frees_the_slot_and_never_expires() {
+    let (mut h, ids) = two_seats_held();
+    // Only the owner pays, only for live holds, each hold in one payment.
+    assert_eq!(
+        pay(&mut h, 2, 2, 1, &ids),
+        Reply::Rejected(Rejection::NotOwner)
+    );
+    assert_eq!(
+        pay(&mut h, 2, 1, 1, &[BookingId::from_uuid(Uuid::from_u128(5))]),
+        Reply::Rejected(Rejection::BookingNotFound)
+    );
+    match pay(&mut h, 2, 1, 1, &ids) {
+        Reply::PaymentStarted {
+            seats, total_price, ..
+        } => assert_eq!((seats.len(), total_price), (2, 2000)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        pay(&mut h, 3, 1, 2, &ids[..1]),
+        Reply::Rejected(Rejection::BookingNotPending)
+    );
+    // Mid-payment the hold can neither be released nor expire (hold TTL 300 s).
+    let release = h
+        .send(
+            4,
+            0,
+            Command::Release {
+                user: user(1),
+                booking_id: ids[0],
+            },
+        )
+        .reply;
+    assert_eq!(release, Reply::Rejected(Rejection::BookingNotPending));
+    let d = h.send(
+        100,
+        0,
+        Command::CompletePayment {
+            payment_id: payment(1),
+        },
+    );
+    assert_eq!(
+        d.reply,
+        Reply::Sold {
+            booking_ids: ids.clone()
+        }
+    );
+    assert!(d
+        .facts
+        .iter()
+        .any(|f| matches!(f.kind, FactKind::QueueLeft { .. })));
+    assert!(
+        matches!(h.status(100, 2), QueueStatus::Admitted { .. }),
+        "the slot went to the next buyer"
+    );
+    assert_eq!(
+        h.state.seat_status(SeatRef { row: 1, col: 1 }),
+        Some(crate::catalog::SeatStatus::Sold)
+    );
+    // Long after the hold would have expired, the seats are still sold.
+    h.send(10_000, 0, Command::Tick);
+    assert_eq!(
+        h.state.seat_status(SeatRef { row: 1, col: 2 }),
+        Some(crate::catalog::SeatStatus::Sold)
+    );
+    // A retried completion is answered the same, and an abort cannot undo it.
+    let again = h
+        .send(
+            10_001,
+            0,
+            Command::CompletePayment {
+                payment_id: payment(1),
+            },
+        )
+        .reply;
+    assert_eq!(
+        again,
+        Reply::Sold {
+            booking_ids: ids.clone()
+        }
+    );
+    let abort = h
+        .send(
+            10_002,
+            0,
+            Command::AbortPayment {
+                payment_id: payment(1),
+            },
+        )
+        .reply;
+    assert_eq!(abort, Reply::Rejected(Rejection::PaymentNotInProgress));
+}
+
+#[test]
+fn an_aborted_or_timed_out_payment_gives_the_hold_back_to_its_clock() {
+    let (mut h, ids) = two_seats_held();
+    assert!(matches!(
+        pay(&mut h, 2, 1, 1, &ids),
+        Reply::PaymentStarted { .. }
+    ));
+    let abort = h
+        .send(
+            3,
+            0,
+            Command::AbortPayment {
+                payment_id: payment(1),
+            },
+        )
+        .reply;
+    assert_eq!(abort, Reply::PaymentAborted);
+    // Held again: another card may be tried, late in the hold (ends at 301 s).
+    assert!(matches!(
+        pay(&mut h, 250, 1, 2, &ids),
+        Reply::PaymentStarted { .. }
+    ));
+    // Past the hold's end the payment keeps it (its window ends at 370 s)...
+    let d = h.send(320, 0, Command::Tick);
+    assert!(d.facts.is_empty(), "still paying at 320 s: {:?}", d.facts);
+    // ...and once the window runs out with no outcome, the hold expires too.
+    let d = h.send(400, 0, Command::Tick);
+    let kinds: Vec<_> = d.facts.iter().map(|f| &f.kind).collect();
+    assert!(
+        matches!(
+            kinds[..],
+            [
+                FactKind::PaymentAborted {
+                    reason: AbortReason::TimedOut,
+                    ..
+                },
+                FactKind::BookingsCancelled {
+                    reason: CancelReason::Expired,
+                    ..
+                },
+                ..
+            ]
+        ),
+        "{kinds:?}"
+    );
+    // A charge that completes now is too late: the caller must refund it.
+    let late = h
+        .send(
+            401,
+            0,
+            Command::CompletePayment {
+                payment_id: payment(2),
+            },
+        )
+        .reply;
+    assert_eq!(late, Reply::Rejected(Rejection::PaymentNotInProgress));
+    assert_eq!(
+        h.state.seat_status(SeatRef { row: 1, col: 1 }),
+        Some(crate::catalog::SeatStatus::Available)
+    );
+}
+
+#[test]
+fn a_sale_sells_out_and_a_refund_puts_seats_back() {
+    // One seat; buyer 1 buys it, buyer 2 waits: SOLD_OUT for buyer 2.
+    let mut h = Harness {
+        state: ScheduleState::new(&created(1, 1, None)),
+        settings: Settings {
+            max_active: 1,
+            admission_ttl_secs: 600,
+            hold_ttl_secs: 300,
+            payment_ttl_secs: 120,
+            max_seats_per_user: 4,
+        },
+        ids: 0,
+    };
+    h.join(0, 1);
+    h.join(0, 2);
+    h.join(0, 3);
+    let ids = held_ids(&h.hold(1, 1, &[(1, 1)]));
+    assert!(matches!(
+        pay(&mut h, 2, 1, 1, &ids),
+        Reply::PaymentStarted { .. }
+    ));
+    h.send(
+        3,
+        0,
+        Command::CompletePayment {
+            payment_id: payment(1),
+        },
+    );
+    assert!(h.state.is_sold_out());
+    assert_eq!(
+        h.status(3, 2),
+        QueueStatus::SoldOut,
+        "admitted but nothing left"
+    );
+    assert_eq!(
+        h.status(3, 3),
+        QueueStatus::SoldOut,
+        "waiting, nothing left"
+    );
+    assert_eq!(h.status(3, 9), QueueStatus::NotInQueue);
+    // Refunds: only what this payment bought, once.
+    let wrong = h
+        .send(
+            4,
+            0,
+            Command::Refund {
+                payment_id: payment(7),
+                booking_ids: ids.clone(),
+            },
+        )
+        .reply;
+    assert_eq!(wrong, Reply::Rejected(Rejection::NotRefundable));
+    let refunded = h
+        .send(
+            5,
+            0,
+            Command::Refund {
+                payment_id: payment(1),
+                booking_ids: ids.clone(),
+            },
+        )
+        .reply;
+    assert_eq!(
+        refunded,
+        Reply::Refunded {
+            booking_ids: ids.clone(),
+            amount: 1000
+        }
+    );
+    assert_eq!(
+        h.state.seat_status(SeatRef { row: 1, col: 1 }),
+        Some(crate::catalog::SeatStatus::Available)
+    );
+    assert!(!h.state.is_sold_out());
+    assert!(matches!(h.status(5, 2), QueueStatus::Admitted { .. }));
+    let twice = h
+        .send(
+            6,
+            0,
+            Command::Refund {
+                payment_id: payment(1),
+                booking_ids: ids,
+            },
+        )
+        .reply;
+    assert_eq!(twice, Reply::Rejected(Rejection::NotRefundable));
+    // The seat is on sale again: buyer 2, admitted, can hold it.
+    assert!(matches!(h.hold(7, 2, &[(1, 1)]), Reply::Held { .. }));
 }

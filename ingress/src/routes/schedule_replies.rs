@@ -178,6 +178,21 @@ pub fn rejection(r: &Rejection) -> Answer {
             "NOT_OWNER",
             "only the buyer who holds it may release it".into(),
         ),
+        Rejection::BookingNotPending => e(
+            StatusCode::CONFLICT,
+            "BOOKING_NOT_PENDING",
+            "the booking is being paid for, or is paid already".into(),
+        ),
+        Rejection::PaymentNotInProgress => e(
+            StatusCode::CONFLICT,
+            "PAYMENT_NOT_IN_PROGRESS",
+            "no payment in progress with this id".into(),
+        ),
+        Rejection::NotRefundable => e(
+            StatusCode::CONFLICT,
+            "NOT_REFUNDABLE",
+            "these bookings are not paid by this payment, or are refunded already".into(),
+        ),
     }
 }
 
