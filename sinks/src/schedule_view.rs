@@ -12,10 +12,12 @@ use chrono::{DateTime, Utc};
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::Arc;
-use ticketing_domain::booking::BookingStatus;
+use ticketing_domain::booking::{BookingStatus, IllegalTransition};
 use ticketing_domain::events::Event;
 use ticketing_domain::ids::{BookingId, ScheduleId, UserId};
-use ticketing_domain::schedule::{FactKind, QueueStatus, ScheduleState, SeatRef, Settings};
+use ticketing_domain::schedule::{
+    FactKind, HeldSeat, QueueStatus, ScheduleState, SeatRef, Settings,
+};
 use ticketing_schemas::{CodecError, EventCodec};
 use ticketing_storage::{
     BookingView, ScheduleReadModel, ScheduleViewChange, ScheduleViewWriter, SeatMapView, StoreError,
@@ -88,15 +90,6 @@ impl ScheduleViews {
                         .entry(user)
                         .map(|entry| ScheduleViewChange::Entry { user, entry })
                 };
-                let seat_of = |state: &ScheduleState, seat: SeatRef| {
-                    state
-                        .seat_status(seat)
-                        .map(|status| ScheduleViewChange::Seat {
-                            index: u32::from(seat.row - 1) * u32::from(state.grid.cols())
-                                + u32::from(seat.col - 1),
-                            status,
-                        })
-                };
                 match &e.fact.kind {
                     FactKind::QueueJoined { user, .. }
                     | FactKind::AdmissionExpired { user }
@@ -114,7 +107,7 @@ impl ScheduleViews {
                     }
                     FactKind::SeatsHeld { user, seats, until } => {
                         for held in seats {
-                            changes.extend(seat_of(state, held.seat));
+                            changes.extend(seat_change(state, held.seat));
                             if views.bookings.contains_key(&held.booking_id) {
                                 continue;
                             }
@@ -139,57 +132,27 @@ impl ScheduleViews {
                         }
                     }
                     FactKind::BookingsCancelled { seats, .. } => {
-                        for held in seats {
-                            changes.extend(seat_of(state, held.seat));
-                            if let Some(b) = views.bookings.get_mut(&held.booking_id) {
-                                match b.status.cancel() {
-                                    Ok(s) => {
-                                        b.status = s;
-                                        changes.push(ScheduleViewChange::Booking(b.clone()));
-                                    }
-                                    Err(e) => {
-                                        tracing::warn!(booking_id = %held.booking_id, error = %e, "cancellation skipped")
-                                    }
-                                }
-                            }
-                        }
+                        restate(&mut views.bookings, state, seats, &mut changes, |b| {
+                            b.status = b.status.cancel()?;
+                            Ok(())
+                        });
                     }
                     FactKind::SeatsSold {
                         payment_id, seats, ..
                     } => {
-                        for held in seats {
-                            changes.extend(seat_of(state, held.seat));
-                            if let Some(b) = views.bookings.get_mut(&held.booking_id) {
-                                match b.status.confirm() {
-                                    Ok(s) => {
-                                        b.status = s;
-                                        b.payment_id = Some(payment_id.as_uuid());
-                                        b.expires_at = None;
-                                        changes.push(ScheduleViewChange::Booking(b.clone()));
-                                    }
-                                    Err(e) => {
-                                        tracing::warn!(booking_id = %held.booking_id, error = %e, "confirmation skipped")
-                                    }
-                                }
-                            }
-                        }
+                        restate(&mut views.bookings, state, seats, &mut changes, |b| {
+                            b.status = b.status.confirm()?;
+                            b.payment_id = Some(payment_id.as_uuid());
+                            b.expires_at = None;
+                            Ok(())
+                        });
                         changes.push(ScheduleViewChange::SoldOut(state.is_sold_out()));
                     }
                     FactKind::SeatsRefunded { seats, .. } => {
-                        for held in seats {
-                            changes.extend(seat_of(state, held.seat));
-                            if let Some(b) = views.bookings.get_mut(&held.booking_id) {
-                                match b.status.cancel() {
-                                    Ok(s) => {
-                                        b.status = s;
-                                        changes.push(ScheduleViewChange::Booking(b.clone()));
-                                    }
-                                    Err(e) => {
-                                        tracing::warn!(booking_id = %held.booking_id, error = %e, "refund skipped")
-                                    }
-                                }
-                            }
-                        }
+                        restate(&mut views.bookings, state, seats, &mut changes, |b| {
+                            b.status = b.status.cancel()?;
+                            Ok(())
+                        });
                         changes.push(ScheduleViewChange::SoldOut(state.is_sold_out()));
                     }
                     // Paying changes nothing a reader sees: the bookings stay
@@ -201,6 +164,43 @@ impl ScheduleViews {
                 Some((e.schedule_id, changes))
             }
             _ => None,
+        }
+    }
+}
+
+/// A seat as it now is, as a change for the read model.
+fn seat_change(state: &ScheduleState, seat: SeatRef) -> Option<ScheduleViewChange> {
+    state
+        .seat_status(seat)
+        .map(|status| ScheduleViewChange::Seat {
+            index: u32::from(seat.row - 1) * u32::from(state.grid.cols()) + u32::from(seat.col - 1),
+            status,
+        })
+}
+
+/// Moves the booking of each seat through `step` (confirm, cancel) and records
+/// the seat and the booking as changed. A step the booking's state refuses is
+/// logged and skipped: the read model never invents a transition.
+fn restate(
+    bookings: &mut HashMap<BookingId, BookingView>,
+    state: &ScheduleState,
+    seats: &[HeldSeat],
+    changes: &mut Vec<ScheduleViewChange>,
+    step: impl Fn(&mut BookingView) -> Result<(), IllegalTransition>,
+) {
+    for held in seats {
+        changes.extend(seat_change(state, held.seat));
+        if let Some(b) = bookings.get_mut(&held.booking_id) {
+            let mut next = b.clone();
+            match step(&mut next) {
+                Ok(()) => {
+                    *b = next;
+                    changes.push(ScheduleViewChange::Booking(b.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(booking_id = %held.booking_id, error = %e, "booking transition skipped")
+                }
+            }
         }
     }
 }

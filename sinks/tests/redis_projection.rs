@@ -329,6 +329,27 @@ async fn an_unknown_schedule_and_a_stranger_read_as_nothing() {
     );
 }
 
+/// Folds facts of one schedule and writes their changes at the next offsets.
+async fn feed(
+    redis: &RedisScheduleViews,
+    fold: &ScheduleViews,
+    schedule_id: ScheduleId,
+    facts: Vec<ticketing_domain::schedule::Fact>,
+    offset: &mut i64,
+) {
+    for fact in facts {
+        *offset += 1;
+        let (schedule, changes) = fold
+            .apply_with_changes(&Event::ScheduleFactRecorded(ScheduleFactRecorded {
+                meta: meta(),
+                schedule_id,
+                fact,
+            }))
+            .unwrap();
+        redis.apply(schedule, *offset, &changes).await.unwrap();
+    }
+}
+
 /// A sale that sells out: the waiting buyer reads SOLD_OUT from Redis, the
 /// buyer's bookings are CONFIRMED with their payment, and a refund puts the
 /// seat back on sale and the buyer back in line.
@@ -389,17 +410,7 @@ async fn a_sold_out_sale_and_a_refund_read_from_redis() {
     for (i, c) in commands.into_iter().enumerate() {
         facts.extend(run(&mut state, c, i as i64));
     }
-    for fact in facts {
-        offset += 1;
-        let (schedule, changes) = fold
-            .apply_with_changes(&Event::ScheduleFactRecorded(ScheduleFactRecorded {
-                meta: meta(),
-                schedule_id: created.schedule_id,
-                fact,
-            }))
-            .unwrap();
-        redis.apply(schedule, offset, &changes).await.unwrap();
-    }
+    feed(&redis, &fold, created.schedule_id, facts, &mut offset).await;
     let id = created.schedule_id;
     assert_eq!(
         redis.queue_status(id, b, t(10)).await.unwrap(),
@@ -413,24 +424,15 @@ async fn a_sold_out_sale_and_a_refund_read_from_redis() {
         && x.payment_id == Some(payment_id.as_uuid())
         && x.expires_at.is_none()));
 
-    for fact in run(
+    let refund = run(
         &mut state,
         Command::Refund {
             payment_id,
             booking_ids: vec![bookings[0]],
         },
         20,
-    ) {
-        offset += 1;
-        let (schedule, changes) = fold
-            .apply_with_changes(&Event::ScheduleFactRecorded(ScheduleFactRecorded {
-                meta: meta(),
-                schedule_id: created.schedule_id,
-                fact,
-            }))
-            .unwrap();
-        redis.apply(schedule, offset, &changes).await.unwrap();
-    }
+    );
+    feed(&redis, &fold, id, refund, &mut offset).await;
     assert!(matches!(
         redis.queue_status(id, b, t(21)).await.unwrap(),
         Some(QueueStatus::Admitted { .. })

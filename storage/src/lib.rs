@@ -8,6 +8,7 @@
 pub mod cql;
 pub mod embedded;
 pub mod ports;
+mod redis_conn;
 pub mod redis_schedules;
 pub mod redis_sessions;
 

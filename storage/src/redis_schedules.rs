@@ -24,9 +24,8 @@ use crate::ports::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::Script;
-use std::time::Duration;
 use ticketing_domain::catalog::SeatStatus;
 use ticketing_domain::ids::{BookingId, ScheduleId, UserId};
 use ticketing_domain::schedule::{QueueEntry, QueueStatus, RateWindow, Settings};
@@ -149,14 +148,7 @@ impl RedisScheduleViews {
     /// Connects now (failing if Redis is unreachable); later outages are
     /// retried by the connection manager.
     pub async fn connect(url: &str, settings: Settings) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL ({:?})", e.kind())))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(10)))
-            .set_response_timeout(Some(Duration::from_secs(5)));
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(unavailable)?;
+        let conn = crate::redis_conn::connect(url).await?;
         Ok(Self {
             conn,
             apply: Script::new(APPLY),

@@ -13,9 +13,8 @@
 use crate::ports::{RotateOutcome, Session, SessionStore, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
-use std::time::Duration;
 use ticketing_domain::account::Role;
 use ticketing_domain::ids::UserId;
 use uuid::Uuid;
@@ -68,14 +67,7 @@ impl RedisSessionStore {
     /// Connects (failing now if Redis is unreachable); later outages are retried
     /// by the connection manager, and calls fail with `Unavailable` meanwhile.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL ({:?})", e.kind())))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(10)))
-            .set_response_timeout(Some(Duration::from_secs(5)));
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(unavailable)?;
+        let conn = crate::redis_conn::connect(url).await?;
         Ok(Self {
             conn,
             rotate: Script::new(ROTATE),

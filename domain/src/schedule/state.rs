@@ -369,16 +369,7 @@ impl ScheduleState {
                 Timer::Payment(payment_id) => {
                     if let Some(p) = self.payments.get(&payment_id).filter(|p| p.until <= now) {
                         let user = p.user;
-                        self.emit(
-                            facts,
-                            command_id,
-                            now,
-                            FactKind::PaymentAborted {
-                                user,
-                                payment_id,
-                                reason: AbortReason::TimedOut,
-                            },
-                        );
+                        self.emit_abort(facts, command_id, now, payment_id, AbortReason::TimedOut);
                         // Its holds are due again: those past their time expire
                         // now, with the others due.
                         for (id, b) in self
@@ -739,6 +730,29 @@ impl ScheduleState {
         Reply::Sold { booking_ids }
     }
 
+    /// Ends a payment in progress without a charge.
+    fn emit_abort(
+        &mut self,
+        facts: &mut Vec<Fact>,
+        command_id: CommandId,
+        now: DateTime<Utc>,
+        payment_id: PaymentId,
+        reason: AbortReason,
+    ) {
+        if let Some(user) = self.payments.get(&payment_id).map(|p| p.user) {
+            self.emit(
+                facts,
+                command_id,
+                now,
+                FactKind::PaymentAborted {
+                    user,
+                    payment_id,
+                    reason,
+                },
+            );
+        }
+    }
+
     fn abort_payment(
         &mut self,
         command_id: CommandId,
@@ -747,18 +761,8 @@ impl ScheduleState {
         facts: &mut Vec<Fact>,
     ) -> Reply {
         match self.payments.get(&payment_id) {
-            Some(p) => {
-                let user = p.user;
-                self.emit(
-                    facts,
-                    command_id,
-                    now,
-                    FactKind::PaymentAborted {
-                        user,
-                        payment_id,
-                        reason: AbortReason::NotCharged,
-                    },
-                );
+            Some(_) => {
+                self.emit_abort(facts, command_id, now, payment_id, AbortReason::NotCharged);
                 // Holds the payment kept past their end expire now.
                 self.fire_timers(command_id, now, facts);
                 Reply::PaymentAborted
