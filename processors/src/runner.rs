@@ -271,6 +271,7 @@ impl<S: TransactionalStream> ScheduleProcessor<S> {
             };
             let mut snapshots = BTreeMap::new();
             let mut restore_from = 0;
+            let mut unreadable = false;
             for record in &snapshot_records {
                 match self.decode(record, shutdown).await {
                     Some(Event::ScheduleSnapshotted(s)) => {
@@ -279,13 +280,16 @@ impl<S: TransactionalStream> ScheduleProcessor<S> {
                     Some(Event::SnapshotsCheckpointed(c)) if c.partition == tp.partition => {
                         restore_from = c.restore_from;
                     }
-                    _ => {}
+                    Some(_) => {}
+                    None => unreadable = true,
                 }
             }
-            if restore_from == 0 {
-                // No round ever completed here: the changelog from its start
-                // is the whole truth.
+            if restore_from == 0 || unreadable {
+                // No round ever completed here, or a snapshot this build cannot
+                // read (its schedule's earlier changelog would be skipped): the
+                // changelog from its start is the whole truth.
                 snapshots.clear();
+                restore_from = 0;
             }
             let mut worker = PartitionWorker::new(self.config.settings);
             let mut covers = BTreeMap::new();

@@ -511,3 +511,40 @@ async fn a_restore_reads_the_snapshots_and_only_the_changelog_after_them() {
     assert!(of(3).iter().all(|r| matches!(r, Reply::Held { booking_ids, .. } if booking_ids == &vec![BookingId::from_uuid(Uuid::from_u128(100))])));
     assert!(matches!(of(6)[..], [Reply::Held { .. }]), "{:?}", of(6));
 }
+
+/// A snapshot this build cannot read must not cost its schedule's history:
+/// the restore falls back to the whole changelog.
+#[tokio::test]
+async fn an_unreadable_snapshot_falls_back_to_the_whole_changelog() {
+    let f = Fixture::new(1, 2).await;
+    let settings = Settings {
+        max_active: 10,
+        admission_ttl_secs: 600,
+        hold_ttl_secs: 600,
+        payment_ttl_secs: 120,
+        max_seats_per_user: 2,
+    };
+    let mut config = ProcessorConfig::new("test", settings);
+    config.snapshot_every = 2;
+    f.command(1, Command::Join { user: user(1) }).await;
+    f.command(2, hold(1, 1, 1, 100)).await;
+    f.command(3, Command::Join { user: user(2) }).await;
+    f.run_with(config.clone()).await;
+    assert!(!f.log.lock().snapshots.is_empty(), "snapshots were written");
+    f.log.lock().snapshots.insert(0, b"not avro".to_vec());
+    f.log.lock().reads.clear();
+    f.command(4, hold(2, 1, 1, 200)).await;
+    f.run_with(config).await;
+    let reads = f.log.lock().reads.clone();
+    assert!(
+        reads
+            .iter()
+            .any(|(t, from)| t == topics::SCHEDULE_EVENTS && *from == 0),
+        "{reads:?}"
+    );
+    assert_eq!(
+        f.held_seats().await,
+        vec![(SeatRef { row: 1, col: 1 }, user(1))],
+        "the seat held before the snapshot is still held"
+    );
+}

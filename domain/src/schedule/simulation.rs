@@ -333,6 +333,12 @@ fn run(ops: Vec<Op>, opens_in: Option<i64>, seed: u64) -> Vec<Fact> {
                 }
                 let env = sent[i % sent.len()].clone();
                 let before = state.clone();
+                // A hold that held nothing changed nothing: it is decided afresh.
+                let may_hold = matches!(env.command, Command::Hold { .. })
+                    && !facts.iter().any(|f| {
+                        f.command_id == env.command_id
+                            && matches!(f.kind, FactKind::SeatsHeld { .. })
+                    });
                 let d = state.handle(&settings, &env);
                 // A redelivery may only let time act (expiries, admissions,
                 // opening), never repeat the command.
@@ -353,7 +359,7 @@ fn run(ops: Vec<Op>, opens_in: Option<i64>, seed: u64) -> Vec<Fact> {
                                 reason: CancelReason::Expired,
                                 ..
                             }
-                        ),
+                        ) || (may_hold && matches!(f.kind, FactKind::SeatsHeld { .. })),
                         "redelivery acted again: {f:?} (before: {:?})",
                         before.active()
                     );

@@ -114,25 +114,48 @@ enum Timer {
     Payment(PaymentId),
 }
 
-/// A bounded memory of command ids (oldest forgotten first). Stored as the
-/// ordered ids alone; the set is rebuilt from them.
+/// A bounded memory of command ids (oldest forgotten first), and which of
+/// them held seats. Stored as the ordered ids and the holding ones; the set is
+/// rebuilt from them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "VecDeque<CommandId>", into = "VecDeque<CommandId>")]
+#[serde(from = "RecentRepr", into = "RecentRepr")]
 struct RecentCommands {
     order: VecDeque<CommandId>,
     set: HashSet<CommandId>,
+    held: HashSet<CommandId>,
 }
 
-impl From<VecDeque<CommandId>> for RecentCommands {
-    fn from(order: VecDeque<CommandId>) -> Self {
+/// How recent commands are stored in a snapshot. The first layout (ids only)
+/// still reads.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum RecentRepr {
+    Full {
+        order: VecDeque<CommandId>,
+        held: Vec<CommandId>,
+    },
+    IdsOnly(VecDeque<CommandId>),
+}
+
+impl From<RecentRepr> for RecentCommands {
+    fn from(r: RecentRepr) -> Self {
+        let (order, held) = match r {
+            RecentRepr::Full { order, held } => (order, held.into_iter().collect()),
+            RecentRepr::IdsOnly(order) => (order, HashSet::new()),
+        };
         let set = order.iter().copied().collect();
-        Self { order, set }
+        Self { order, set, held }
     }
 }
 
-impl From<RecentCommands> for VecDeque<CommandId> {
+impl From<RecentCommands> for RecentRepr {
     fn from(r: RecentCommands) -> Self {
-        r.order
+        let mut held: Vec<CommandId> = r.held.into_iter().collect();
+        held.sort();
+        RecentRepr::Full {
+            order: r.order,
+            held,
+        }
     }
 }
 
@@ -143,12 +166,21 @@ impl RecentCommands {
             if self.order.len() > RECENT_COMMANDS {
                 if let Some(old) = self.order.pop_front() {
                     self.set.remove(&old);
+                    self.held.remove(&old);
                 }
             }
         }
     }
     fn contains(&self, id: &CommandId) -> bool {
         self.set.contains(id)
+    }
+    fn mark_held(&mut self, id: CommandId) {
+        if self.set.contains(&id) {
+            self.held.insert(id);
+        }
+    }
+    fn held(&self, id: &CommandId) -> bool {
+        self.held.contains(id)
     }
 }
 
@@ -239,19 +271,22 @@ impl ScheduleState {
             (Command::Leave { user }, false) => {
                 self.leave(settings, env.command_id, *user, now, &mut facts)
             }
+            // A hold decided before (its answer lost in a crash or a timeout)
+            // is answered from what it achieved; one that held nothing changed
+            // nothing, so it is decided afresh.
             (
                 Command::Hold {
                     user, booking_ids, ..
                 },
                 true,
-            ) => self.replay_hold(*user, booking_ids),
+            ) if self.recent.held(&env.command_id) => self.replay_hold(*user, booking_ids),
             (
                 Command::Hold {
                     user,
                     seats,
                     booking_ids,
                 },
-                false,
+                _,
             ) => self.hold(
                 settings,
                 env.command_id,
@@ -892,6 +927,7 @@ impl ScheduleState {
                 self.end_entry(*user, EntryState::Left);
             }
             FactKind::SeatsHeld { user, seats, until } => {
+                self.recent.mark_held(fact.command_id);
                 for s in seats {
                     let i = self.index(s.seat);
                     self.seats[i] = Seat::Held {

@@ -607,3 +607,62 @@ fn a_sale_sells_out_and_a_refund_puts_seats_back() {
     // The seat is on sale again: buyer 2, admitted, can hold it.
     assert!(matches!(h.hold(7, 2, &[(1, 1)]), Reply::Held { .. }));
 }
+
+/// A hold that was refused changed nothing, so its retry (same command id,
+/// answer lost) is decided again, against the seats as they are now; a hold
+/// that held is answered with what it held, never held twice.
+#[test]
+fn a_retried_hold_is_decided_again_only_if_it_held_nothing() {
+    let mut h = Harness::new(None, 2);
+    h.join(0, 1);
+    h.join(0, 2);
+    let taken = held_ids(&h.hold(1, 1, &[(1, 1)]));
+    let retried = Envelope {
+        command_id: CommandId::from_uuid(Uuid::from_u128(77_777)),
+        at: t(2),
+        seed: 0,
+        command: Command::Hold {
+            user: user(2),
+            seats: vec![SeatRef { row: 1, col: 1 }],
+            booking_ids: vec![BookingId::from_uuid(Uuid::from_u128(88_888))],
+        },
+    };
+    let first = h.state.handle(&h.settings, &retried);
+    assert!(matches!(
+        first.reply,
+        Reply::Rejected(Rejection::SeatUnavailable { .. })
+    ));
+    h.send(
+        3,
+        0,
+        Command::Release {
+            user: user(1),
+            booking_id: taken[0],
+        },
+    );
+    let again = h.state.handle(
+        &h.settings,
+        &Envelope {
+            at: t(4),
+            ..retried.clone()
+        },
+    );
+    assert!(
+        matches!(again.reply, Reply::Held { .. }),
+        "{:?}",
+        again.reply
+    );
+    let third = h.state.handle(
+        &h.settings,
+        &Envelope {
+            at: t(5),
+            ..retried
+        },
+    );
+    assert_eq!(
+        (third.facts.len(), &third.reply),
+        (0, &again.reply),
+        "held once, answered the same"
+    );
+    h.state.check_invariants(&h.settings);
+}
