@@ -5,7 +5,8 @@
 //! never completed.
 
 use crate::error::ValidationError;
-use chrono::{Datelike, NaiveDate};
+use crate::ids::{BookingId, ConcertId, PaymentId, ScheduleId, UserId};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use thiserror::Error;
@@ -305,6 +306,27 @@ impl PaymentLedger {
             ..self
         })
     }
+}
+
+/// A payment as the platform records it: the product spec's payment row. The
+/// store is its system of record; it changes only through [`PaymentLedger`]
+/// transitions, compare-and-set on the ledger it was read with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRecord {
+    pub payment_id: PaymentId,
+    pub user_id: UserId,
+    pub schedule_id: ScheduleId,
+    pub concert_id: ConcertId,
+    pub booking_ids: Vec<BookingId>,
+    pub ledger: PaymentLedger,
+    /// The only digits kept in clear.
+    pub card_last4: String,
+    /// The card number, encrypted and bound to this payment.
+    pub card_cipher: String,
+    /// The provider's key for the charge, once it is known.
+    pub payment_key: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 #[cfg(test)]

@@ -5,12 +5,16 @@
 //! Times are whole milliseconds because CQL timestamps and the Redis session
 //! expiry keep no more; an adapter must give back exactly what it was given.
 
-use crate::ports::{AccountStore, CatalogStore, RotateOutcome, Session, SessionStore, StoreError};
+use crate::ports::{
+    AccountStore, CatalogStore, PaymentCreated, PaymentStore, RotateOutcome, Session, SessionStore,
+    StoreError,
+};
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use ticketing_domain::account::{Email, Nickname, Role, User};
 use ticketing_domain::audit::{Audit, Deletion};
 use ticketing_domain::catalog::{Concert, Schedule, SeatGrid, Stage};
-use ticketing_domain::ids::{ConcertId, ScheduleId, StageId, UserId};
+use ticketing_domain::ids::{BookingId, ConcertId, PaymentId, ScheduleId, StageId, UserId};
+use ticketing_domain::payment::{PaymentLedger, PaymentRecord, PaymentStatus};
 use uuid::Uuid;
 
 /// A fixed instant, so that runs are reproducible.
@@ -492,4 +496,121 @@ pub async fn sessions(store: &dyn SessionStore, now: DateTime<Utc>) {
         RotateOutcome::Unknown
     );
     store.revoke(unknown).await.unwrap();
+}
+
+pub fn payment(created_at: DateTime<Utc>) -> PaymentRecord {
+    PaymentRecord {
+        payment_id: PaymentId::from_uuid(Uuid::now_v7()),
+        user_id: UserId::from_uuid(Uuid::now_v7()),
+        schedule_id: ScheduleId::from_uuid(Uuid::now_v7()),
+        concert_id: ConcertId::from_uuid(Uuid::now_v7()),
+        booking_ids: vec![
+            BookingId::from_uuid(Uuid::now_v7()),
+            BookingId::from_uuid(Uuid::now_v7()),
+        ],
+        ledger: PaymentLedger::new(140_000),
+        card_last4: "4242".into(),
+        card_cipher: "v1:c1:AAAA".into(),
+        payment_key: None,
+        created_at,
+        updated_at: created_at,
+    }
+}
+
+/// Payments: created once per id, changed only by compare-and-set on the
+/// ledger, and WAITING ones listed for the sweeper until they leave WAITING.
+pub async fn payments(store: &dyn PaymentStore) {
+    let at = now_millis();
+    let p = payment(at);
+    assert_eq!(
+        store.create_payment(&p).await.unwrap(),
+        PaymentCreated::Created
+    );
+    assert_eq!(store.payment(p.payment_id).await.unwrap(), Some(p.clone()));
+    // A retried creation finds the first, whatever it carries.
+    let mut retry = p.clone();
+    retry.card_last4 = "0002".into();
+    assert_eq!(
+        store.create_payment(&retry).await.unwrap(),
+        PaymentCreated::Existing(Box::new(p.clone()))
+    );
+    assert_eq!(
+        store
+            .payment(PaymentId::from_uuid(Uuid::now_v7()))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // WAITING payments older than a moment are listed, oldest first.
+    let older = payment(at - Duration::seconds(30));
+    store.create_payment(&older).await.unwrap();
+    let mut done = payment(at - Duration::seconds(20));
+    done.ledger = done.ledger.complete().unwrap();
+    store.create_payment(&done).await.unwrap();
+    let waiting = store
+        .waiting_payments_before(at + Duration::seconds(1), 100)
+        .await
+        .unwrap();
+    let ids: Vec<PaymentId> = waiting
+        .iter()
+        .filter(|w| [p.payment_id, older.payment_id, done.payment_id].contains(&w.payment_id))
+        .map(|w| w.payment_id)
+        .collect();
+    assert_eq!(
+        ids,
+        vec![older.payment_id, p.payment_id],
+        "only WAITING, oldest first"
+    );
+    assert!(store
+        .waiting_payments_before(at - Duration::seconds(31), 100)
+        .await
+        .unwrap()
+        .iter()
+        .all(|w| w.payment_id != older.payment_id));
+
+    // Compare-and-set: the first change wins, a stale one is refused.
+    let mut charged = p.clone();
+    charged.ledger = p.ledger.complete().unwrap();
+    charged.payment_key = Some("pk_1".into());
+    charged.updated_at = at + Duration::seconds(2);
+    let mut failed = p.clone();
+    failed.ledger = p.ledger.fail().unwrap();
+    assert!(store.update_payment(&p.ledger, &charged).await.unwrap());
+    assert!(
+        !store.update_payment(&p.ledger, &failed).await.unwrap(),
+        "stale ledger"
+    );
+    let stored = store.payment(p.payment_id).await.unwrap().unwrap();
+    assert_eq!(stored, charged);
+    // Only the ledger, key and time change.
+    let mut sneaky = charged.clone();
+    sneaky.ledger = charged.ledger.refund(40_000).unwrap();
+    sneaky.card_last4 = "9999".into();
+    sneaky.booking_ids.clear();
+    assert!(store
+        .update_payment(&charged.ledger, &sneaky)
+        .await
+        .unwrap());
+    let stored = store.payment(p.payment_id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.ledger.status, stored.ledger.refund_price),
+        (PaymentStatus::PartCanceled, 40_000)
+    );
+    assert_eq!(stored.card_last4, "4242");
+    assert_eq!(stored.booking_ids, p.booking_ids);
+    // Out of WAITING, out of the sweeper's list.
+    assert!(store
+        .waiting_payments_before(at + Duration::seconds(1), 100)
+        .await
+        .unwrap()
+        .iter()
+        .all(|w| w.payment_id != p.payment_id));
+    assert!(
+        !store
+            .update_payment(&PaymentLedger::new(1), &payment(at))
+            .await
+            .unwrap(),
+        "an unknown payment is not updated"
+    );
 }

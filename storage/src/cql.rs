@@ -45,7 +45,7 @@
 //! CQL `timestamp` keeps milliseconds: instants read back are truncated to the
 //! millisecond.
 
-use crate::ports::{AccountStore, CatalogStore, Page, StoreError};
+use crate::ports::{AccountStore, CatalogStore, Page, PaymentCreated, PaymentStore, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use futures::StreamExt;
@@ -65,7 +65,8 @@ use std::time::Duration;
 use ticketing_domain::account::{Email, Nickname, Role, User};
 use ticketing_domain::audit::{Audit, Deletion};
 use ticketing_domain::catalog::{Concert, Schedule, SeatGrid, Stage};
-use ticketing_domain::ids::{ConcertId, ScheduleId, StageId, UserId};
+use ticketing_domain::ids::{BookingId, ConcertId, PaymentId, ScheduleId, StageId, UserId};
+use ticketing_domain::payment::{PaymentLedger, PaymentRecord, PaymentStatus};
 use uuid::Uuid;
 
 /// One schema change. Files are applied in `version` order and recorded in
@@ -78,11 +79,18 @@ pub struct Migration {
     pub cql: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    cql: include_str!("../migrations/0001_init.cql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        cql: include_str!("../migrations/0001_init.cql"),
+    },
+    Migration {
+        version: 2,
+        name: "payments",
+        cql: include_str!("../migrations/0002_payments.cql"),
+    },
+];
 
 pub const DEFAULT_REPLICATION_FACTOR: u32 = 1;
 
@@ -672,6 +680,13 @@ struct Queries {
     put_schedule_of: PreparedStatement,
     drop_schedule_of: PreparedStatement,
     schedules_of: PreparedStatement,
+    create_payment: PreparedStatement,
+    payment: PreparedStatement,
+    payment_serial: PreparedStatement,
+    update_payment: PreparedStatement,
+    put_waiting: PreparedStatement,
+    drop_waiting: PreparedStatement,
+    waiting: PreparedStatement,
 }
 
 async fn prepare(session: &CqlSession, cql: &str) -> Result<PreparedStatement, StoreError> {
@@ -747,6 +762,28 @@ impl Queries {
             ),
             schedules_of: idempotent(
                 prepare(s, &select(ScheduleRow::COLUMNS, "schedules_by_concert", "concert_id = ?")).await?,
+            ),
+            create_payment: prepare(s, &insert(PaymentRow::COLUMNS, "payments", " IF NOT EXISTS")).await?,
+            payment: idempotent(prepare(s, &select(PaymentRow::COLUMNS, "payments", "payment_id = ?")).await?),
+            payment_serial: serial(prepare(s, &select(PaymentRow::COLUMNS, "payments", "payment_id = ?")).await?),
+            update_payment: prepare(
+                s,
+                "UPDATE payments SET status = ?, refund_price = ?, payment_key = ?, updated_at = ? \
+                 WHERE payment_id = ? IF status = ? AND refund_price = ?",
+            )
+            .await?,
+            put_waiting: idempotent(
+                prepare(s, "INSERT INTO payments_waiting (bucket, created_at, payment_id) VALUES (0, ?, ?)").await?,
+            ),
+            drop_waiting: idempotent(
+                prepare(s, "DELETE FROM payments_waiting WHERE bucket = 0 AND created_at = ? AND payment_id = ?").await?,
+            ),
+            waiting: idempotent(
+                prepare(
+                    s,
+                    "SELECT payment_id FROM payments_waiting WHERE bucket = 0 AND created_at < ? LIMIT ?",
+                )
+                .await?,
             ),
         })
     }
@@ -1298,6 +1335,270 @@ impl CatalogStore for CqlStore {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Payments
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, DeserializeRow, SerializeRow)]
+struct PaymentRow {
+    payment_id: Uuid,
+    user_id: Uuid,
+    schedule_id: Uuid,
+    concert_id: Uuid,
+    booking_ids: Vec<Uuid>,
+    total_price: i64,
+    refund_price: i64,
+    status: String,
+    card_last4: String,
+    card: String,
+    payment_key: Option<String>,
+    created_at: DateTime<Utc>,
+    created_by: Option<Uuid>,
+    updated_at: DateTime<Utc>,
+    updated_by: Option<Uuid>,
+    is_deleted: Option<bool>,
+    deleted_at: Option<DateTime<Utc>>,
+    deleted_by: Option<Uuid>,
+}
+
+impl PaymentRow {
+    const COLUMNS: &'static [&'static str] = &[
+        "payment_id",
+        "user_id",
+        "schedule_id",
+        "concert_id",
+        "booking_ids",
+        "total_price",
+        "refund_price",
+        "status",
+        "card_last4",
+        "card",
+        "payment_key",
+        "created_at",
+        "created_by",
+        "updated_at",
+        "updated_by",
+        "is_deleted",
+        "deleted_at",
+        "deleted_by",
+    ];
+
+    fn from_payment(p: &PaymentRecord) -> Self {
+        Self {
+            payment_id: p.payment_id.as_uuid(),
+            user_id: p.user_id.as_uuid(),
+            schedule_id: p.schedule_id.as_uuid(),
+            concert_id: p.concert_id.as_uuid(),
+            booking_ids: p.booking_ids.iter().map(|b| b.as_uuid()).collect(),
+            total_price: p.ledger.total_price,
+            refund_price: p.ledger.refund_price,
+            status: p.ledger.status.as_str().to_string(),
+            card_last4: p.card_last4.clone(),
+            card: p.card_cipher.clone(),
+            payment_key: p.payment_key.clone(),
+            created_at: millis(p.created_at),
+            // The buyer creates a payment; outcomes are the platform's.
+            created_by: Some(p.user_id.as_uuid()),
+            updated_at: millis(p.updated_at),
+            updated_by: None,
+            // Payments are never deleted: money leaves a trail.
+            is_deleted: Some(false),
+            deleted_at: None,
+            deleted_by: None,
+        }
+    }
+
+    fn into_payment(self) -> Result<PaymentRecord, StoreError> {
+        let status = PaymentStatus::parse(&self.status)
+            .ok_or_else(|| corrupt(format!("payment status {:?}", self.status)))?;
+        Ok(PaymentRecord {
+            payment_id: PaymentId::from_uuid(self.payment_id),
+            user_id: UserId::from_uuid(self.user_id),
+            schedule_id: ScheduleId::from_uuid(self.schedule_id),
+            concert_id: ConcertId::from_uuid(self.concert_id),
+            booking_ids: self
+                .booking_ids
+                .into_iter()
+                .map(BookingId::from_uuid)
+                .collect(),
+            ledger: PaymentLedger {
+                status,
+                total_price: self.total_price,
+                refund_price: self.refund_price,
+            },
+            card_last4: self.card_last4,
+            card_cipher: self.card,
+            payment_key: self.payment_key,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+impl CqlStore {
+    async fn payment_row(
+        &self,
+        statement: &PreparedStatement,
+        id: Uuid,
+    ) -> Result<Option<PaymentRecord>, StoreError> {
+        self.one::<PaymentRow>(statement, (id,))
+            .await?
+            .map(PaymentRow::into_payment)
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl PaymentStore for CqlStore {
+    async fn create_payment(&self, payment: &PaymentRecord) -> Result<PaymentCreated, StoreError> {
+        let row = PaymentRow::from_payment(payment);
+        let waiting = payment.ledger.status == PaymentStatus::Waiting;
+        if waiting {
+            // Indexed first: a stale index row is skipped by the sweeper, a
+            // missing one would hide a payment from it.
+            self.session()
+                .execute_unpaged(&self.q().put_waiting, (row.created_at, row.payment_id))
+                .await
+                .map_err(unavailable)?;
+        }
+        for attempt in 0..LWT_ATTEMPTS {
+            backoff(attempt).await;
+            match self
+                .session()
+                .execute_unpaged(&self.q().create_payment, &row)
+                .await
+            {
+                Ok(result) => {
+                    if applied(result)? {
+                        return Ok(PaymentCreated::Created);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "payment insert outcome unknown"),
+            }
+            // Not applied, or unknown: what is there now decides.
+            let Some(found) = settle(
+                self.payment_row(&self.q().payment_serial, row.payment_id)
+                    .await,
+            ) else {
+                continue;
+            };
+            return Ok(match found {
+                Some(existing) if PaymentRow::from_payment(&existing) == row => {
+                    PaymentCreated::Created
+                }
+                Some(existing) => PaymentCreated::Existing(Box::new(existing)),
+                None => continue,
+            });
+        }
+        Err(unavailable("payment insert: no outcome after retries"))
+    }
+
+    async fn payment(&self, id: PaymentId) -> Result<Option<PaymentRecord>, StoreError> {
+        self.payment_row(&self.q().payment, id.as_uuid()).await
+    }
+
+    async fn update_payment(
+        &self,
+        expected: &PaymentLedger,
+        next: &PaymentRecord,
+    ) -> Result<bool, StoreError> {
+        let id = next.payment_id.as_uuid();
+        let updated_at = millis(next.updated_at);
+        let values = (
+            next.ledger.status.as_str(),
+            next.ledger.refund_price,
+            next.payment_key.clone(),
+            updated_at,
+            id,
+            expected.status.as_str(),
+            expected.refund_price,
+        );
+        for attempt in 0..LWT_ATTEMPTS {
+            backoff(attempt).await;
+            match self
+                .session()
+                .execute_unpaged(&self.q().update_payment, values.clone())
+                .await
+            {
+                Ok(result) => {
+                    let done = applied(result)?;
+                    if done {
+                        self.left_waiting(expected, next).await;
+                    }
+                    return Ok(done);
+                }
+                Err(e) => tracing::debug!(error = %e, "payment update outcome unknown"),
+            }
+            let Some(found) = settle(self.payment_row(&self.q().payment_serial, id).await) else {
+                continue;
+            };
+            match found {
+                None => return Ok(false),
+                Some(now) if now.ledger == next.ledger && now.updated_at == updated_at => {
+                    self.left_waiting(expected, next).await;
+                    return Ok(true);
+                }
+                Some(now) if now.ledger == *expected => continue,
+                Some(_) => return Ok(false),
+            }
+        }
+        Err(unavailable("payment update: no outcome after retries"))
+    }
+
+    async fn waiting_payments_before(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<PaymentRecord>, StoreError> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let ids = self
+            .session()
+            .execute_unpaged(&self.q().waiting, (millis(before), limit))
+            .await
+            .map_err(unavailable)?
+            .into_rows_result()
+            .map_err(corrupt)?
+            .rows::<(Uuid,)>()
+            .map_err(corrupt)?
+            .map(|r| r.map(|(id,)| id).map_err(corrupt))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.payment(PaymentId::from_uuid(id)).await? {
+                Some(p) if p.ledger.status == PaymentStatus::Waiting => out.push(p),
+                // Left WAITING (its index row outlived it): tidy up.
+                Some(p) => self.drop_waiting(&p).await,
+                None => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl CqlStore {
+    async fn left_waiting(&self, before: &PaymentLedger, next: &PaymentRecord) {
+        if before.status == PaymentStatus::Waiting && next.ledger.status != PaymentStatus::Waiting {
+            if let Ok(Some(p)) = self.payment(next.payment_id).await {
+                self.drop_waiting(&p).await;
+            }
+        }
+    }
+
+    /// Best effort: a row left behind is dropped by the next sweep.
+    async fn drop_waiting(&self, p: &PaymentRecord) {
+        if let Err(e) = self
+            .session()
+            .execute_unpaged(
+                &self.q().drop_waiting,
+                (millis(p.created_at), p.payment_id.as_uuid()),
+            )
+            .await
+        {
+            tracing::debug!(error = %e, "stale payments_waiting row kept for the next sweep");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1340,6 +1641,7 @@ mod tests {
             }
         }
         assert_eq!(statements(MIGRATIONS[0].cql).len(), 8);
+        assert_eq!(statements(MIGRATIONS[1].cql).len(), 2);
     }
 
     #[test]

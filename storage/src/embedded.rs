@@ -11,7 +11,8 @@
 //! claims that can be left behind by a failed sign-up.
 
 use crate::ports::{
-    AccountStore, CatalogStore, Page, RotateOutcome, Session, SessionStore, StoreError,
+    AccountStore, CatalogStore, Page, PaymentCreated, PaymentStore, RotateOutcome, Session,
+    SessionStore, StoreError,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -25,7 +26,8 @@ use std::path::Path;
 use std::sync::Arc;
 use ticketing_domain::account::{Email, User};
 use ticketing_domain::catalog::{Concert, Schedule, Stage};
-use ticketing_domain::ids::{ConcertId, ScheduleId, StageId, UserId};
+use ticketing_domain::ids::{ConcertId, PaymentId, ScheduleId, StageId, UserId};
+use ticketing_domain::payment::{PaymentLedger, PaymentRecord, PaymentStatus};
 use uuid::Uuid;
 
 type Json = &'static [u8];
@@ -41,6 +43,10 @@ const CONCERTS: TableDefinition<u128, Json> = TableDefinition::new("concerts");
 const CONCERTS_BY_CREATED: TableDefinition<(Instant, u128), ()> =
     TableDefinition::new("concerts_by_created");
 const SCHEDULES: TableDefinition<u128, Json> = TableDefinition::new("schedules");
+const PAYMENTS: TableDefinition<u128, Json> = TableDefinition::new("payments");
+/// WAITING payments by creation: what the sweeper asks the provider about.
+const PAYMENTS_WAITING: TableDefinition<(Instant, u128), ()> =
+    TableDefinition::new("payments_waiting");
 const SCHEDULES_BY_CONCERT: TableDefinition<(u128, u128), ()> =
     TableDefinition::new("schedules_by_concert");
 const SESSIONS: TableDefinition<u128, Json> = TableDefinition::new("sessions");
@@ -122,6 +128,8 @@ impl EmbeddedStore {
             txn.open_table(SCHEDULES_BY_CONCERT).map_err(unavailable)?;
             txn.open_table(SESSIONS).map_err(unavailable)?;
             txn.open_table(SESSIONS_BY_EXPIRY).map_err(unavailable)?;
+            txn.open_table(PAYMENTS).map_err(unavailable)?;
+            txn.open_table(PAYMENTS_WAITING).map_err(unavailable)?;
         }
         txn.commit().map_err(unavailable)?;
         Ok(EmbeddedStore { db: Arc::new(db) })
@@ -427,6 +435,93 @@ impl CatalogStore for EmbeddedStore {
 }
 
 #[async_trait]
+impl PaymentStore for EmbeddedStore {
+    async fn create_payment(&self, payment: &PaymentRecord) -> Result<PaymentCreated, StoreError> {
+        let id = payment.payment_id.as_uuid().as_u128();
+        let row = encode(payment)?;
+        let waiting =
+            (payment.ledger.status == PaymentStatus::Waiting).then(|| instant(payment.created_at));
+        self.write(move |txn| {
+            let mut payments = txn.open_table(PAYMENTS).map_err(unavailable)?;
+            if let Some(existing) = get_row::<PaymentRecord>(&payments, "payment", id)? {
+                return Ok(PaymentCreated::Existing(Box::new(existing)));
+            }
+            payments.insert(id, row.as_slice()).map_err(unavailable)?;
+            if let Some(at) = waiting {
+                let mut index = txn.open_table(PAYMENTS_WAITING).map_err(unavailable)?;
+                index.insert((at, id), ()).map_err(unavailable)?;
+            }
+            Ok(PaymentCreated::Created)
+        })
+        .await
+    }
+
+    async fn payment(&self, id: PaymentId) -> Result<Option<PaymentRecord>, StoreError> {
+        self.read_row(PAYMENTS, "payment", id.as_uuid()).await
+    }
+
+    async fn update_payment(
+        &self,
+        expected: &PaymentLedger,
+        next: &PaymentRecord,
+    ) -> Result<bool, StoreError> {
+        let id = next.payment_id.as_uuid().as_u128();
+        let expected = *expected;
+        let next = next.clone();
+        self.write(move |txn| {
+            let mut payments = txn.open_table(PAYMENTS).map_err(unavailable)?;
+            let Some(mut stored) = get_row::<PaymentRecord>(&payments, "payment", id)? else {
+                return Ok(false);
+            };
+            if stored.ledger != expected {
+                return Ok(false);
+            }
+            let was_waiting = stored.ledger.status == PaymentStatus::Waiting;
+            stored.ledger = next.ledger;
+            stored.payment_key = next.payment_key;
+            stored.updated_at = next.updated_at;
+            payments
+                .insert(id, encode(&stored)?.as_slice())
+                .map_err(unavailable)?;
+            if was_waiting && stored.ledger.status != PaymentStatus::Waiting {
+                let mut index = txn.open_table(PAYMENTS_WAITING).map_err(unavailable)?;
+                index
+                    .remove((instant(stored.created_at), id))
+                    .map_err(unavailable)?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn waiting_payments_before(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<PaymentRecord>, StoreError> {
+        let before = instant(before);
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let index = txn.open_table(PAYMENTS_WAITING).map_err(unavailable)?;
+            let payments = txn.open_table(PAYMENTS).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for entry in index.range(..(before, 0)).map_err(unavailable)? {
+                if out.len() >= limit {
+                    break;
+                }
+                let (key, _) = entry.map_err(unavailable)?;
+                let (_, id) = key.value();
+                if let Some(p) = get_row::<PaymentRecord>(&payments, "payment", id)? {
+                    out.push(p);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[async_trait]
 impl SessionStore for EmbeddedStore {
     async fn create(&self, session: &Session) -> Result<(), StoreError> {
         let id = session.session_id.as_u128();
@@ -543,6 +638,7 @@ mod tests {
         contract::accounts(&store).await;
         contract::catalog(&store).await;
         contract::sessions(&store, contract::now_millis()).await;
+        contract::payments(&store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -552,6 +648,7 @@ mod tests {
         contract::accounts(&store).await;
         contract::catalog(&store).await;
         contract::sessions(&store, contract::now_millis()).await;
+        contract::payments(&store).await;
     }
 
     #[tokio::test]

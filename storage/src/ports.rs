@@ -5,7 +5,8 @@ use thiserror::Error;
 use ticketing_domain::account::{Email, Role, User};
 use ticketing_domain::booking::BookingStatus;
 use ticketing_domain::catalog::{Concert, Schedule, SeatStatus, Stage};
-use ticketing_domain::ids::{BookingId, ConcertId, ScheduleId, StageId, UserId};
+use ticketing_domain::ids::{BookingId, ConcertId, PaymentId, ScheduleId, StageId, UserId};
+use ticketing_domain::payment::{PaymentLedger, PaymentRecord};
 use ticketing_domain::schedule::{QueueEntry, QueueStatus, RateWindow, SeatRef};
 use uuid::Uuid;
 
@@ -195,4 +196,35 @@ pub trait ScheduleViewWriter: Send + Sync + 'static {
 
     /// The last offset applied for the schedule, `None` if none was.
     async fn applied_offset(&self, schedule: ScheduleId) -> Result<Option<i64>, StoreError>;
+}
+
+/// What creating a payment found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PaymentCreated {
+    Created,
+    /// A payment with this id exists already (a retried request): here it is.
+    Existing(Box<PaymentRecord>),
+}
+
+/// Payments, the system of record for money.
+#[async_trait]
+pub trait PaymentStore: Send + Sync + 'static {
+    /// Creates the payment unless one with its id exists.
+    async fn create_payment(&self, payment: &PaymentRecord) -> Result<PaymentCreated, StoreError>;
+    async fn payment(&self, id: PaymentId) -> Result<Option<PaymentRecord>, StoreError>;
+    /// Replaces the ledger, payment key and update time if the stored ledger
+    /// is still `expected`; `false` when another change got there first. Other
+    /// fields never change.
+    async fn update_payment(
+        &self,
+        expected: &PaymentLedger,
+        next: &PaymentRecord,
+    ) -> Result<bool, StoreError>;
+    /// Payments still WAITING that were created before `before`, oldest
+    /// first: the ones whose outcome must be asked of the provider.
+    async fn waiting_payments_before(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<PaymentRecord>, StoreError>;
 }
