@@ -348,7 +348,7 @@ async fn apply_pending(session: &CqlSession) -> Result<Vec<i32>, StoreError> {
 /// for SELECT and INSERT, so queries and structs cannot drift apart.
 macro_rules! row {
     ($name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
-        #[derive(Clone, Debug, SerializeRow, DeserializeRow)]
+        #[derive(Clone, Debug, PartialEq, SerializeRow, DeserializeRow)]
         struct $name {
             $($field: $ty,)*
             created_at: DateTime<Utc>,
@@ -1339,8 +1339,7 @@ impl CatalogStore for CqlStore {
 // Payments
 // ---------------------------------------------------------------------------
 
-#[derive(Debug, Clone, PartialEq, DeserializeRow, SerializeRow)]
-struct PaymentRow {
+row!(PaymentRow {
     payment_id: Uuid,
     user_id: Uuid,
     schedule_id: Uuid,
@@ -1352,65 +1351,41 @@ struct PaymentRow {
     card_last4: String,
     card: String,
     payment_key: Option<String>,
-    created_at: DateTime<Utc>,
-    created_by: Option<Uuid>,
-    updated_at: DateTime<Utc>,
-    updated_by: Option<Uuid>,
-    is_deleted: Option<bool>,
-    deleted_at: Option<DateTime<Utc>>,
-    deleted_by: Option<Uuid>,
-}
+});
 
 impl PaymentRow {
-    const COLUMNS: &'static [&'static str] = &[
-        "payment_id",
-        "user_id",
-        "schedule_id",
-        "concert_id",
-        "booking_ids",
-        "total_price",
-        "refund_price",
-        "status",
-        "card_last4",
-        "card",
-        "payment_key",
-        "created_at",
-        "created_by",
-        "updated_at",
-        "updated_by",
-        "is_deleted",
-        "deleted_at",
-        "deleted_by",
-    ];
-
     fn from_payment(p: &PaymentRecord) -> Self {
-        Self {
-            payment_id: p.payment_id.as_uuid(),
-            user_id: p.user_id.as_uuid(),
-            schedule_id: p.schedule_id.as_uuid(),
-            concert_id: p.concert_id.as_uuid(),
-            booking_ids: p.booking_ids.iter().map(|b| b.as_uuid()).collect(),
-            total_price: p.ledger.total_price,
-            refund_price: p.ledger.refund_price,
-            status: p.ledger.status.as_str().to_string(),
-            card_last4: p.card_last4.clone(),
-            card: p.card_cipher.clone(),
-            payment_key: p.payment_key.clone(),
-            created_at: millis(p.created_at),
-            // The buyer creates a payment; outcomes are the platform's.
-            created_by: Some(p.user_id.as_uuid()),
-            updated_at: millis(p.updated_at),
-            updated_by: None,
+        Self::new(
+            p.payment_id.as_uuid(),
+            p.user_id.as_uuid(),
+            p.schedule_id.as_uuid(),
+            p.concert_id.as_uuid(),
+            p.booking_ids.iter().map(|b| b.as_uuid()).collect(),
+            p.ledger.total_price,
+            p.ledger.refund_price,
+            p.ledger.status.as_str().to_string(),
+            p.card_last4.clone(),
+            p.card_cipher.clone(),
+            p.payment_key.clone(),
+            // The buyer creates a payment; its outcomes are the platform's.
             // Payments are never deleted: money leaves a trail.
-            is_deleted: Some(false),
-            deleted_at: None,
-            deleted_by: None,
-        }
+            &Audit {
+                created_at: p.created_at,
+                created_by: Some(p.user_id),
+                updated_at: p.updated_at,
+                updated_by: None,
+                deletion: None,
+            },
+        )
     }
 
     fn into_payment(self) -> Result<PaymentRecord, StoreError> {
         let status = PaymentStatus::parse(&self.status)
             .ok_or_else(|| corrupt(format!("payment status {:?}", self.status)))?;
+        let audit = self.audit();
+        if audit.deletion.is_some() {
+            return Err(corrupt("a payment marked deleted"));
+        }
         Ok(PaymentRecord {
             payment_id: PaymentId::from_uuid(self.payment_id),
             user_id: UserId::from_uuid(self.user_id),
@@ -1429,8 +1404,8 @@ impl PaymentRow {
             card_last4: self.card_last4,
             card_cipher: self.card,
             payment_key: self.payment_key,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
+            created_at: audit.created_at,
+            updated_at: audit.updated_at,
         })
     }
 }
