@@ -11,6 +11,7 @@ pub mod extract;
 pub mod gateway;
 pub mod http_metrics;
 pub mod openapi;
+pub mod payments;
 pub mod publish;
 pub mod replies;
 pub mod routes;

@@ -586,6 +586,7 @@ pub async fn payments(store: &dyn PaymentStore) {
     // Only the ledger, key and time change.
     let mut sneaky = charged.clone();
     sneaky.ledger = charged.ledger.refund(40_000).unwrap();
+    sneaky.ledger.total_price = 1;
     sneaky.card_last4 = "9999".into();
     sneaky.booking_ids.clear();
     assert!(store
@@ -597,6 +598,7 @@ pub async fn payments(store: &dyn PaymentStore) {
         (stored.ledger.status, stored.ledger.refund_price),
         (PaymentStatus::PartCanceled, 40_000)
     );
+    assert_eq!(stored.ledger.total_price, 140_000, "the total is fixed");
     assert_eq!(stored.card_last4, "4242");
     assert_eq!(stored.booking_ids, p.booking_ids);
     // Out of WAITING, out of the sweeper's list.

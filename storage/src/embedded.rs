@@ -477,7 +477,9 @@ impl PaymentStore for EmbeddedStore {
                 return Ok(false);
             }
             let was_waiting = stored.ledger.status == PaymentStatus::Waiting;
-            stored.ledger = next.ledger;
+            // The total is fixed at creation; the status and refunds move.
+            stored.ledger.status = next.ledger.status;
+            stored.ledger.refund_price = next.ledger.refund_price;
             stored.payment_key = next.payment_key;
             stored.updated_at = next.updated_at;
             payments

@@ -212,9 +212,9 @@ pub trait PaymentStore: Send + Sync + 'static {
     /// Creates the payment unless one with its id exists.
     async fn create_payment(&self, payment: &PaymentRecord) -> Result<PaymentCreated, StoreError>;
     async fn payment(&self, id: PaymentId) -> Result<Option<PaymentRecord>, StoreError>;
-    /// Replaces the ledger, payment key and update time if the stored ledger
-    /// is still `expected`; `false` when another change got there first. Other
-    /// fields never change.
+    /// Sets the status, refunded amount, payment key and update time if the
+    /// stored ledger is still `expected`; `false` when another change got
+    /// there first. Other fields (the total among them) never change.
     async fn update_payment(
         &self,
         expected: &PaymentLedger,

@@ -1,0 +1,718 @@
+//! Paying for held seats (docs/payments.md): the record first, then the
+//! processor freezes the seats, then the provider charges, then the record and
+//! the processor learn the outcome. Every step can be repeated: the record is
+//! created once per payment id, processor commands have ids derived from the
+//! payment, and the provider charges an order id once. A charge whose outcome
+//! is unknown is settled by asking the provider, never by charging again.
+
+use crate::gateway::{GatewayError, ScheduleGateway};
+use crate::security::card::CardCipher;
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use thiserror::Error;
+use ticketing_domain::ids::{BookingId, CommandId, ConcertId, PaymentId, ScheduleId, UserId};
+use ticketing_domain::payment::{Card, PaymentLedger, PaymentRecord, PaymentStatus};
+use ticketing_domain::schedule::{Command, Rejection, Reply};
+use ticketing_payments::{ChargeRequest, PaymentProvider, ProviderError};
+use ticketing_storage::{PaymentCreated, PaymentStore, StoreError};
+use uuid::Uuid;
+
+/// A request to pay for some of a buyer's held bookings of one schedule.
+#[derive(Clone, Debug)]
+pub struct PayRequest {
+    pub payment_id: PaymentId,
+    pub user_id: UserId,
+    pub schedule_id: ScheduleId,
+    pub concert_id: ConcertId,
+    pub booking_ids: Vec<BookingId>,
+    pub card: Card,
+}
+
+#[derive(Debug, Error)]
+pub enum PayError {
+    /// The card was declined or had no funds: nothing was charged; the
+    /// bookings stay held until their hold runs out.
+    #[error("the payment was declined")]
+    Declined(Box<PaymentRecord>),
+    /// The processor refused to freeze the bookings (not the buyer's, not
+    /// pending, gone).
+    #[error("the bookings cannot be paid for: {0:?}")]
+    Rejected(Rejection),
+    /// The charge completed after the payment's window: it was refunded.
+    #[error("the payment window ran out; the charge was refunded")]
+    WindowExpired(Box<PaymentRecord>),
+    /// The outcome is not known yet (the provider or the processor did not
+    /// answer); the payment settles itself, and a retry with the same key
+    /// reports it.
+    #[error("payment {0} is still being settled")]
+    Pending(PaymentId),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for PayError {
+    fn from(e: StoreError) -> Self {
+        PayError::Unavailable(e.to_string())
+    }
+}
+
+/// The id of one step of one payment, stable across retries.
+fn step_id(payment: PaymentId, step: &str) -> CommandId {
+    let mut h = Sha256::new();
+    h.update(payment.as_uuid().as_bytes());
+    h.update(step.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&h.finalize()[..16]);
+    CommandId::from_uuid(Uuid::new_v8(bytes))
+}
+
+pub struct PaymentService {
+    store: Arc<dyn PaymentStore>,
+    provider: Arc<dyn PaymentProvider>,
+    schedules: Arc<dyn ScheduleGateway>,
+    cards: CardCipher,
+}
+
+/// What the provider said about a charge, once known.
+enum Charge {
+    Done(String),
+    NotCharged,
+}
+
+impl PaymentService {
+    pub fn new(
+        store: Arc<dyn PaymentStore>,
+        provider: Arc<dyn PaymentProvider>,
+        schedules: Arc<dyn ScheduleGateway>,
+        cards: CardCipher,
+    ) -> Self {
+        Self {
+            store,
+            provider,
+            schedules,
+            cards,
+        }
+    }
+
+    /// Pays, or reports what an earlier attempt with the same payment id
+    /// achieved. `Ok((record, replay))`: `replay` when the payment existed.
+    pub async fn pay(
+        &self,
+        req: PayRequest,
+        now: DateTime<Utc>,
+    ) -> Result<(PaymentRecord, bool), PayError> {
+        if let Some(existing) = self.store.payment(req.payment_id).await? {
+            let settled = match existing.ledger.status {
+                PaymentStatus::Waiting => self.settle(existing, Some(&req.card), now).await?,
+                _ => existing,
+            };
+            return Self::outcome(settled).map(|r| (r, true));
+        }
+        // The processor freezes the seats and names the price before anything
+        // is recorded or charged: a crash here leaves nothing to undo (the
+        // payment window runs out and the holds go on).
+        let start = Command::StartPayment {
+            user: req.user_id,
+            payment_id: req.payment_id,
+            booking_ids: req.booking_ids.clone(),
+        };
+        let total = match self
+            .decide(req.schedule_id, req.payment_id, "start", start)
+            .await?
+        {
+            Reply::PaymentStarted { total_price, .. } => total_price,
+            Reply::Rejected(why) => return Err(PayError::Rejected(why)),
+            other => return Err(PayError::Unavailable(format!("unexpected reply {other:?}"))),
+        };
+        let record = PaymentRecord {
+            payment_id: req.payment_id,
+            user_id: req.user_id,
+            schedule_id: req.schedule_id,
+            concert_id: req.concert_id,
+            booking_ids: req.booking_ids.clone(),
+            ledger: PaymentLedger::new(total),
+            card_last4: req.card.number.last4().to_string(),
+            card_cipher: self.cards.encrypt(req.payment_id, &req.card.number),
+            payment_key: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let (record, replay) = match self.store.create_payment(&record).await? {
+            PaymentCreated::Created => (record, false),
+            // A concurrent request with the same key got there first.
+            PaymentCreated::Existing(existing) => (*existing, true),
+        };
+        let settled = self.settle(record, Some(&req.card), now).await?;
+        Self::outcome(settled).map(|r| (r, replay))
+    }
+
+    fn outcome(record: PaymentRecord) -> Result<PaymentRecord, PayError> {
+        match record.ledger.status {
+            PaymentStatus::Completed | PaymentStatus::PartCanceled => Ok(record),
+            PaymentStatus::Failed => Err(PayError::Declined(Box::new(record))),
+            PaymentStatus::Canceled => Err(PayError::WindowExpired(Box::new(record))),
+            PaymentStatus::Waiting => Err(PayError::Pending(record.payment_id)),
+        }
+    }
+
+    /// Drives a recorded WAITING payment to its outcome. With the card (the
+    /// buyer's request) it may charge; without it (the sweeper) it only asks
+    /// the provider what happened.
+    async fn settle(
+        &self,
+        record: PaymentRecord,
+        card: Option<&Card>,
+        now: DateTime<Utc>,
+    ) -> Result<PaymentRecord, PayError> {
+        let order = record.payment_id.to_string();
+        let total = record.ledger.total_price;
+        let charge = match (self.provider.lookup(&order).await, card) {
+            (Ok(Some(p)), _) => Charge::Done(p.payment_key),
+            (Ok(None), Some(card)) => {
+                let request = ChargeRequest {
+                    order_id: order.clone(),
+                    order_name: format!("{} tickets", record.booking_ids.len()),
+                    amount: total,
+                    card: card.clone(),
+                };
+                match self.provider.charge(&request).await {
+                    Ok(p) => Charge::Done(p.payment_key),
+                    Err(
+                        ProviderError::Declined { .. } | ProviderError::InsufficientFunds { .. },
+                    ) => Charge::NotCharged,
+                    // Never charge again: ask what happened.
+                    Err(ProviderError::Unknown(_)) => match self.provider.lookup(&order).await {
+                        Ok(Some(p)) => Charge::Done(p.payment_key),
+                        Ok(None) => Charge::NotCharged,
+                        Err(_) => return Err(PayError::Pending(record.payment_id)),
+                    },
+                    // Another attempt is charging this order right now.
+                    Err(ProviderError::Refused { code, .. })
+                        if code == "ALREADY_PROCESSED_PAYMENT" =>
+                    {
+                        return Err(PayError::Pending(record.payment_id))
+                    }
+                    Err(e) => return Err(PayError::Unavailable(e.to_string())),
+                }
+            }
+            // The sweeper: not charged by now means never charged.
+            (Ok(None), None) => Charge::NotCharged,
+            (Err(_), _) => return Err(PayError::Pending(record.payment_id)),
+        };
+        let id = record.payment_id;
+        match charge {
+            Charge::NotCharged => {
+                let abort = Command::AbortPayment { payment_id: id };
+                self.decide(record.schedule_id, id, "abort", abort).await?;
+                let failed = record.ledger.fail().expect("from waiting");
+                self.finish(&record, failed, None, now).await
+            }
+            Charge::Done(key) => {
+                let complete = Command::CompletePayment { payment_id: id };
+                let sold = self
+                    .decide(record.schedule_id, id, "complete", complete)
+                    .await?;
+                let completed = record.ledger.complete().expect("from waiting");
+                if let Reply::Sold { .. } = sold {
+                    return self.finish(&record, completed, Some(key), now).await;
+                }
+                // Too late: the seats went back on sale. The money goes back.
+                self.provider
+                    .cancel(
+                        &key,
+                        total,
+                        "payment window ran out",
+                        &step_id(id, "refund-late").to_string(),
+                    )
+                    .await
+                    .map_err(|e| PayError::Unavailable(e.to_string()))?;
+                let refunded = completed
+                    .refund(total)
+                    .expect("a full refund of a completed payment");
+                self.finish(&record, refunded, Some(key), now).await
+            }
+        }
+    }
+
+    async fn decide(
+        &self,
+        schedule: ScheduleId,
+        payment: PaymentId,
+        step: &str,
+        command: Command,
+    ) -> Result<Reply, PayError> {
+        match self
+            .schedules
+            .decide(schedule, step_id(payment, step), command)
+            .await
+        {
+            Ok(reply) => Ok(reply),
+            Err(GatewayError::Pending(_)) => Err(PayError::Pending(payment)),
+            Err(GatewayError::Unavailable(why)) => Err(PayError::Unavailable(why)),
+        }
+    }
+
+    /// Moves the record out of WAITING; if another attempt got there first,
+    /// its outcome stands.
+    async fn finish(
+        &self,
+        record: &PaymentRecord,
+        ledger: PaymentLedger,
+        payment_key: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<PaymentRecord, PayError> {
+        let mut next = record.clone();
+        next.ledger = ledger;
+        next.payment_key = payment_key;
+        next.updated_at = now;
+        if self.store.update_payment(&record.ledger, &next).await? {
+            return Ok(next);
+        }
+        self.store
+            .payment(record.payment_id)
+            .await?
+            .ok_or_else(|| PayError::Unavailable("the payment vanished".into()))
+    }
+
+    /// Settles payments left WAITING since before `before` (a crash between
+    /// the charge and its record): asks the provider, never charges.
+    pub async fn sweep(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> usize {
+        let waiting = match self.store.waiting_payments_before(before, 100).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "payment sweep: store unavailable");
+                return 0;
+            }
+        };
+        let mut settled = 0;
+        for record in waiting {
+            let id = record.payment_id;
+            match self.settle(record, None, now).await {
+                Ok(_) | Err(PayError::Rejected(_)) => settled += 1,
+                Err(e) => tracing::info!(payment_id = %id, error = %e, "payment not settled yet"),
+            }
+        }
+        settled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use chrono::Duration;
+    use parking_lot::Mutex;
+    use ticketing_domain::events::{EventMeta, ScheduleCreated};
+    use ticketing_domain::ids::{EventId, StageId};
+    use ticketing_domain::schedule::{Envelope, ScheduleState, SeatRef, Settings};
+    use ticketing_payments::sandbox::*;
+    use ticketing_storage::embedded::EmbeddedStore;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        "2030-01-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + Duration::seconds(s)
+    }
+
+    /// The processor, in process: the pure state behind the gateway, with a
+    /// clock the test moves.
+    struct FakeGateway {
+        state: Mutex<ScheduleState>,
+        settings: Settings,
+        now: Mutex<DateTime<Utc>>,
+    }
+
+    #[async_trait]
+    impl ScheduleGateway for FakeGateway {
+        async fn decide(
+            &self,
+            _schedule: ScheduleId,
+            command_id: CommandId,
+            command: Command,
+        ) -> Result<Reply, GatewayError> {
+            let env = Envelope {
+                command_id,
+                at: *self.now.lock(),
+                seed: 1,
+                command,
+            };
+            let mut state = self.state.lock();
+            let reply = state.handle(&self.settings, &env).reply;
+            state.check_invariants(&self.settings);
+            Ok(reply)
+        }
+    }
+
+    struct World {
+        service: PaymentService,
+        gateway: Arc<FakeGateway>,
+        sandbox: SandboxProvider,
+        store: Arc<EmbeddedStore>,
+        buyer: UserId,
+        bookings: Vec<BookingId>,
+        schedule: ScheduleId,
+        concert: ConcertId,
+    }
+
+    fn uid() -> Uuid {
+        Uuid::now_v7()
+    }
+
+    /// A 1x3 stage where the buyer holds two seats.
+    async fn world() -> World {
+        let created = ScheduleCreated {
+            meta: EventMeta {
+                event_id: EventId::from_uuid(uid()),
+                occurred_at: t(0),
+                actor: None,
+            },
+            schedule_id: ScheduleId::from_uuid(uid()),
+            concert_id: ConcertId::from_uuid(uid()),
+            seller_id: UserId::from_uuid(uid()),
+            stage_id: StageId::from_uuid(uid()),
+            rows: 1,
+            cols: 3,
+            price: 70_000,
+            concert_date: "2030-02-01".parse().unwrap(),
+            concert_time: "19:00:00".parse().unwrap(),
+            sale_opens_at: None,
+        };
+        let settings = Settings {
+            max_active: 5,
+            admission_ttl_secs: 600,
+            hold_ttl_secs: 300,
+            payment_ttl_secs: 60,
+            max_seats_per_user: 4,
+        };
+        let gateway = Arc::new(FakeGateway {
+            state: Mutex::new(ScheduleState::new(&created)),
+            settings,
+            now: Mutex::new(t(1)),
+        });
+        let buyer = UserId::from_uuid(uid());
+        let bookings = vec![BookingId::from_uuid(uid()), BookingId::from_uuid(uid())];
+        gateway
+            .decide(
+                created.schedule_id,
+                CommandId::from_uuid(uid()),
+                Command::Join { user: buyer },
+            )
+            .await
+            .unwrap();
+        let held = gateway
+            .decide(
+                created.schedule_id,
+                CommandId::from_uuid(uid()),
+                Command::Hold {
+                    user: buyer,
+                    seats: vec![SeatRef { row: 1, col: 1 }, SeatRef { row: 1, col: 2 }],
+                    booking_ids: bookings.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        assert!(matches!(held, Reply::Held { .. }));
+        let sandbox = SandboxProvider::new();
+        let store = Arc::new(EmbeddedStore::in_memory());
+        let cards = CardCipher::from_spec(&CardCipher::generate_spec("c1")).unwrap();
+        World {
+            service: PaymentService::new(
+                store.clone(),
+                Arc::new(sandbox.clone()),
+                gateway.clone(),
+                cards,
+            ),
+            gateway,
+            sandbox,
+            store,
+            buyer,
+            bookings,
+            schedule: created.schedule_id,
+            concert: created.concert_id,
+        }
+    }
+
+    impl World {
+        fn request(&self, payment: PaymentId, number: &str) -> PayRequest {
+            PayRequest {
+                payment_id: payment,
+                user_id: self.buyer,
+                schedule_id: self.schedule,
+                concert_id: self.concert,
+                booking_ids: self.bookings.clone(),
+                card: Card::parse(number, "12/35", "123", t(0).date_naive()).unwrap(),
+            }
+        }
+
+        fn seat(&self, col: u16) -> ticketing_domain::catalog::SeatStatus {
+            self.gateway
+                .state
+                .lock()
+                .seat_status(SeatRef { row: 1, col })
+                .unwrap()
+        }
+    }
+
+    use ticketing_domain::catalog::SeatStatus::{Available, Held, Sold};
+
+    #[tokio::test]
+    async fn a_good_card_pays_once_however_often_it_is_sent() {
+        let w = world().await;
+        let id = PaymentId::from_uuid(uid());
+        let (paid, replay) = w.service.pay(w.request(id, CARD_OK), t(2)).await.unwrap();
+        assert!(!replay);
+        assert_eq!(paid.ledger.status, PaymentStatus::Completed);
+        assert_eq!(paid.ledger.total_price, 140_000);
+        assert_eq!(paid.card_last4, "4242");
+        assert!(!paid.card_cipher.contains("4242424242424242"));
+        assert_eq!((w.seat(1), w.seat(2), w.seat(3)), (Sold, Sold, Available));
+        let (again, replay) = w.service.pay(w.request(id, CARD_OK), t(3)).await.unwrap();
+        assert!(replay);
+        assert_eq!(again, paid);
+        assert_eq!(w.sandbox.charges(), 1, "one charge");
+    }
+
+    #[tokio::test]
+    async fn a_declined_card_charges_nothing_and_leaves_the_seats_held() {
+        let w = world().await;
+        let id = PaymentId::from_uuid(uid());
+        let e = w
+            .service
+            .pay(w.request(id, CARD_DECLINED), t(2))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, PayError::Declined(ref r) if r.ledger.status == PaymentStatus::Failed),
+            "{e:?}"
+        );
+        assert_eq!((w.seat(1), w.seat(2)), (Held, Held));
+        assert_eq!(w.sandbox.charges(), 0);
+        // Another card, another payment: it goes through.
+        let (paid, _) = w
+            .service
+            .pay(w.request(PaymentId::from_uuid(uid()), CARD_OK), t(3))
+            .await
+            .unwrap();
+        assert_eq!(paid.ledger.status, PaymentStatus::Completed);
+        assert_eq!(w.seat(1), Sold);
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_is_settled_by_asking_not_by_charging_again() {
+        let w = world().await;
+        let id = PaymentId::from_uuid(uid());
+        let (paid, _) = w
+            .service
+            .pay(w.request(id, CARD_TIMEOUT), t(2))
+            .await
+            .unwrap();
+        assert_eq!(paid.ledger.status, PaymentStatus::Completed);
+        assert_eq!(w.sandbox.charges(), 1);
+        assert_eq!(w.seat(2), Sold);
+    }
+
+    #[tokio::test]
+    async fn a_crash_between_charge_and_record_is_settled_by_the_sweeper() {
+        let w = world().await;
+        let id = PaymentId::from_uuid(uid());
+        // The seats are frozen and the record written, the charge goes
+        // through... and the process dies before recording it.
+        w.gateway
+            .decide(
+                w.schedule,
+                step_id(id, "start"),
+                Command::StartPayment {
+                    user: w.buyer,
+                    payment_id: id,
+                    booking_ids: w.bookings.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        let request = w.request(id, CARD_OK);
+        let record = PaymentRecord {
+            payment_id: id,
+            user_id: w.buyer,
+            schedule_id: w.schedule,
+            concert_id: w.concert,
+            booking_ids: w.bookings.clone(),
+            ledger: PaymentLedger::new(140_000),
+            card_last4: "4242".into(),
+            card_cipher: "v1:c1:x".into(),
+            payment_key: None,
+            created_at: t(2),
+            updated_at: t(2),
+        };
+        w.store.create_payment(&record).await.unwrap();
+        w.sandbox
+            .charge(&ChargeRequest {
+                order_id: id.to_string(),
+                order_name: "2 tickets".into(),
+                amount: 140_000,
+                card: request.card.clone(),
+            })
+            .await
+            .unwrap();
+        // The sweeper finds it and finishes the job, without a second charge.
+        assert_eq!(w.service.sweep(t(30), t(30)).await, 1);
+        let stored = w.store.payment(id).await.unwrap().unwrap();
+        assert_eq!(stored.ledger.status, PaymentStatus::Completed);
+        assert_eq!(w.sandbox.charges(), 1);
+        assert_eq!(w.seat(1), Sold);
+        assert_eq!(
+            w.service.sweep(t(40), t(40)).await,
+            0,
+            "nothing left waiting"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_payment_without_a_charge_is_failed_by_the_sweeper() {
+        let w = world().await;
+        let id = PaymentId::from_uuid(uid());
+        w.gateway
+            .decide(
+                w.schedule,
+                step_id(id, "start"),
+                Command::StartPayment {
+                    user: w.buyer,
+                    payment_id: id,
+                    booking_ids: w.bookings.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        let mut record = w.store.payment(id).await.unwrap();
+        assert!(record.is_none());
+        record = Some(PaymentRecord {
+            payment_id: id,
+            user_id: w.buyer,
+            schedule_id: w.schedule,
+            concert_id: w.concert,
+            booking_ids: w.bookings.clone(),
+            ledger: PaymentLedger::new(140_000),
+            card_last4: "4242".into(),
+            card_cipher: "v1:c1:x".into(),
+            payment_key: None,
+            created_at: t(2),
+            updated_at: t(2),
+        });
+        w.store
+            .create_payment(record.as_ref().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(w.service.sweep(t(30), t(30)).await, 1);
+        let stored = w.store.payment(id).await.unwrap().unwrap();
+        assert_eq!(stored.ledger.status, PaymentStatus::Failed);
+        assert_eq!(w.sandbox.charges(), 0);
+        assert_eq!((w.seat(1), w.seat(2)), (Held, Held), "held again, not sold");
+    }
+
+    #[tokio::test]
+    async fn a_payment_whose_window_ran_out_is_neither_recorded_nor_charged() {
+        let w = world().await;
+        let id = PaymentId::from_uuid(uid());
+        // Frozen at t=1; the window (60 s) runs out before the buyer's request
+        // comes back (a retry after a crash, say).
+        w.gateway
+            .decide(
+                w.schedule,
+                step_id(id, "start"),
+                Command::StartPayment {
+                    user: w.buyer,
+                    payment_id: id,
+                    booking_ids: w.bookings.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        *w.gateway.now.lock() = t(100);
+        let e = w
+            .service
+            .pay(w.request(id, CARD_OK), t(100))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, PayError::Rejected(Rejection::PaymentNotInProgress)),
+            "{e:?}"
+        );
+        assert_eq!(w.store.payment(id).await.unwrap(), None);
+        assert_eq!(w.sandbox.charges(), 0);
+    }
+
+    /// A provider that is so slow the payment window runs out during the charge.
+    struct SlowProvider {
+        inner: SandboxProvider,
+        gateway: Arc<FakeGateway>,
+    }
+
+    #[async_trait]
+    impl PaymentProvider for SlowProvider {
+        async fn charge(
+            &self,
+            request: &ChargeRequest,
+        ) -> Result<ticketing_payments::ProviderPayment, ProviderError> {
+            let r = self.inner.charge(request).await;
+            *self.gateway.now.lock() = t(200);
+            r
+        }
+        async fn cancel(
+            &self,
+            key: &str,
+            amount: i64,
+            reason: &str,
+            idempotency_key: &str,
+        ) -> Result<ticketing_payments::ProviderPayment, ProviderError> {
+            self.inner
+                .cancel(key, amount, reason, idempotency_key)
+                .await
+        }
+        async fn lookup(
+            &self,
+            order: &str,
+        ) -> Result<Option<ticketing_payments::ProviderPayment>, ProviderError> {
+            self.inner.lookup(order).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_charge_that_lands_after_the_window_is_refunded() {
+        let w = world().await;
+        let slow = PaymentService::new(
+            w.store.clone(),
+            Arc::new(SlowProvider {
+                inner: w.sandbox.clone(),
+                gateway: w.gateway.clone(),
+            }),
+            w.gateway.clone(),
+            CardCipher::from_spec(&CardCipher::generate_spec("c1")).unwrap(),
+        );
+        let id = PaymentId::from_uuid(uid());
+        let e = slow.pay(w.request(id, CARD_OK), t(2)).await.unwrap_err();
+        let PayError::WindowExpired(record) = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(record.ledger.status, PaymentStatus::Canceled);
+        assert_eq!(record.ledger.refund_price, 140_000);
+        let at_provider = w.sandbox.lookup(&id.to_string()).await.unwrap().unwrap();
+        assert_eq!(
+            (at_provider.status, at_provider.balance_amount),
+            (ticketing_payments::ProviderStatus::Canceled, 0),
+            "the money went back"
+        );
+        assert_ne!(w.seat(1), Sold, "never sold");
+    }
+
+    #[tokio::test]
+    async fn bookings_that_cannot_be_paid_are_refused_before_any_record() {
+        let w = world().await;
+        let mut req = w.request(PaymentId::from_uuid(uid()), CARD_OK);
+        req.user_id = UserId::from_uuid(uid());
+        let e = w.service.pay(req.clone(), t(2)).await.unwrap_err();
+        assert!(
+            matches!(e, PayError::Rejected(Rejection::NotOwner)),
+            "{e:?}"
+        );
+        assert_eq!(w.store.payment(req.payment_id).await.unwrap(), None);
+        assert_eq!(w.sandbox.charges(), 0);
+    }
+}
