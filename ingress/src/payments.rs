@@ -443,6 +443,40 @@ mod tests {
             }
         }
 
+        /// The processor freezes the bookings for payment `id`, as the
+        /// service's first step would.
+        async fn start(&self, id: PaymentId) {
+            self.gateway
+                .decide(
+                    self.schedule,
+                    step_id(id, "start"),
+                    Command::StartPayment {
+                        user: self.buyer,
+                        payment_id: id,
+                        booking_ids: self.bookings.clone(),
+                    },
+                )
+                .await
+                .unwrap();
+        }
+
+        /// The record the service writes before charging.
+        fn waiting_record(&self, id: PaymentId) -> PaymentRecord {
+            PaymentRecord {
+                payment_id: id,
+                user_id: self.buyer,
+                schedule_id: self.schedule,
+                concert_id: self.concert,
+                booking_ids: self.bookings.clone(),
+                ledger: PaymentLedger::new(140_000),
+                card_last4: "4242".into(),
+                card_cipher: "v1:c1:x".into(),
+                payment_key: None,
+                created_at: t(2),
+                updated_at: t(2),
+            }
+        }
+
         fn seat(&self, col: u16) -> ticketing_domain::catalog::SeatStatus {
             self.gateway
                 .state
@@ -516,33 +550,9 @@ mod tests {
         let id = PaymentId::from_uuid(uid());
         // The seats are frozen and the record written, the charge goes
         // through... and the process dies before recording it.
-        w.gateway
-            .decide(
-                w.schedule,
-                step_id(id, "start"),
-                Command::StartPayment {
-                    user: w.buyer,
-                    payment_id: id,
-                    booking_ids: w.bookings.clone(),
-                },
-            )
-            .await
-            .unwrap();
+        w.start(id).await;
         let request = w.request(id, CARD_OK);
-        let record = PaymentRecord {
-            payment_id: id,
-            user_id: w.buyer,
-            schedule_id: w.schedule,
-            concert_id: w.concert,
-            booking_ids: w.bookings.clone(),
-            ledger: PaymentLedger::new(140_000),
-            card_last4: "4242".into(),
-            card_cipher: "v1:c1:x".into(),
-            payment_key: None,
-            created_at: t(2),
-            updated_at: t(2),
-        };
-        w.store.create_payment(&record).await.unwrap();
+        w.store.create_payment(&w.waiting_record(id)).await.unwrap();
         w.sandbox
             .charge(&ChargeRequest {
                 order_id: id.to_string(),
@@ -569,37 +579,9 @@ mod tests {
     async fn an_abandoned_payment_without_a_charge_is_failed_by_the_sweeper() {
         let w = world().await;
         let id = PaymentId::from_uuid(uid());
-        w.gateway
-            .decide(
-                w.schedule,
-                step_id(id, "start"),
-                Command::StartPayment {
-                    user: w.buyer,
-                    payment_id: id,
-                    booking_ids: w.bookings.clone(),
-                },
-            )
-            .await
-            .unwrap();
-        let mut record = w.store.payment(id).await.unwrap();
-        assert!(record.is_none());
-        record = Some(PaymentRecord {
-            payment_id: id,
-            user_id: w.buyer,
-            schedule_id: w.schedule,
-            concert_id: w.concert,
-            booking_ids: w.bookings.clone(),
-            ledger: PaymentLedger::new(140_000),
-            card_last4: "4242".into(),
-            card_cipher: "v1:c1:x".into(),
-            payment_key: None,
-            created_at: t(2),
-            updated_at: t(2),
-        });
-        w.store
-            .create_payment(record.as_ref().unwrap())
-            .await
-            .unwrap();
+        w.start(id).await;
+        assert!(w.store.payment(id).await.unwrap().is_none());
+        w.store.create_payment(&w.waiting_record(id)).await.unwrap();
         assert_eq!(w.service.sweep(t(30), t(30)).await, 1);
         let stored = w.store.payment(id).await.unwrap().unwrap();
         assert_eq!(stored.ledger.status, PaymentStatus::Failed);
@@ -613,18 +595,7 @@ mod tests {
         let id = PaymentId::from_uuid(uid());
         // Frozen at t=1; the window (60 s) runs out before the buyer's request
         // comes back (a retry after a crash, say).
-        w.gateway
-            .decide(
-                w.schedule,
-                step_id(id, "start"),
-                Command::StartPayment {
-                    user: w.buyer,
-                    payment_id: id,
-                    booking_ids: w.bookings.clone(),
-                },
-            )
-            .await
-            .unwrap();
+        w.start(id).await;
         *w.gateway.now.lock() = t(100);
         let e = w
             .service
