@@ -6,6 +6,7 @@
 //! Both build the same ingress router and the same sinks; only adapters differ.
 
 pub mod dev;
+pub mod pg_sandbox;
 pub mod secrets;
 pub mod settings;
 pub mod stack;

@@ -29,5 +29,9 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(s.ops_listen).await?;
             ticketing::stack::run_processor(s, listener, stop).await
         }
+        Command::PgSandbox(s) => {
+            let listener = tokio::net::TcpListener::bind(s.listen).await?;
+            ticketing::pg_sandbox::run(s, listener, stop).await
+        }
     }
 }

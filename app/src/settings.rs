@@ -29,6 +29,22 @@ pub enum Command {
     /// The schedule processor against the real stack: waiting rooms and seat
     /// ownership, one writer per partition of the schedules topic.
     Processor(ProcessorSettings),
+    /// The sandbox payment provider over HTTP (a Korean PG's API with test
+    /// cards), for the real stack and staging. Keeps its books in memory.
+    PgSandbox(PgSandboxSettings),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PgSandboxSettings {
+    /// Where the sandbox PG listens.
+    #[arg(long, env = "TICKETING_PG_LISTEN", default_value = "127.0.0.1:8090")]
+    pub listen: SocketAddr,
+    /// The secret key callers authenticate with (HTTP Basic user name).
+    #[arg(long, env = "TICKETING_PG_SECRET_KEY")]
+    pub secret_key: String,
+    /// How long the card that "times out" keeps its caller waiting.
+    #[arg(long, env = "TICKETING_PG_TIMEOUT_DELAY_MS", default_value_t = 15_000)]
+    pub timeout_delay_ms: u64,
 }
 
 /// How schedules are decided. The processor decides with them and the ingress
