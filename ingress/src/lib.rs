@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod gateway;
 pub mod http_metrics;
+mod ids;
 pub mod openapi;
 pub mod payments;
 pub mod publish;

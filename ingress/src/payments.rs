@@ -6,9 +6,9 @@
 //! is unknown is settled by asking the provider, never by charging again.
 
 use crate::gateway::{GatewayError, ScheduleGateway};
+use crate::ids::derived_uuid;
 use crate::security::card::CardCipher;
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use thiserror::Error;
 use ticketing_domain::ids::{BookingId, CommandId, ConcertId, PaymentId, ScheduleId, UserId};
@@ -16,7 +16,6 @@ use ticketing_domain::payment::{Card, PaymentLedger, PaymentRecord, PaymentStatu
 use ticketing_domain::schedule::{Command, Rejection, Reply};
 use ticketing_payments::{ChargeRequest, PaymentProvider, ProviderError};
 use ticketing_storage::{PaymentCreated, PaymentStore, StoreError};
-use uuid::Uuid;
 
 /// A request to pay for some of a buyer's held bookings of one schedule.
 #[derive(Clone, Debug)]
@@ -59,12 +58,11 @@ impl From<StoreError> for PayError {
 
 /// The id of one step of one payment, stable across retries.
 fn step_id(payment: PaymentId, step: &str) -> CommandId {
-    let mut h = Sha256::new();
-    h.update(payment.as_uuid().as_bytes());
-    h.update(step.as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&h.finalize()[..16]);
-    CommandId::from_uuid(Uuid::new_v8(bytes))
+    CommandId::from_uuid(derived_uuid(&[
+        b"payment-step",
+        payment.as_uuid().as_bytes(),
+        step.as_bytes(),
+    ]))
 }
 
 pub struct PaymentService {
@@ -308,6 +306,7 @@ mod tests {
     use ticketing_domain::schedule::{Envelope, ScheduleState, SeatRef, Settings};
     use ticketing_payments::sandbox::*;
     use ticketing_storage::embedded::EmbeddedStore;
+    use uuid::Uuid;
 
     fn t(s: i64) -> DateTime<Utc> {
         "2030-01-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + Duration::seconds(s)

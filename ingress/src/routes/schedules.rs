@@ -15,6 +15,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
 use crate::gateway::GatewayError;
+use crate::ids::derived_uuid;
 use crate::AppState;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -24,7 +25,6 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::convert::Infallible;
 use std::time::Duration;
 use ticketing_domain::booking::BookingStatus;
@@ -43,20 +43,6 @@ const MAX_SEATS_PER_REQUEST: usize = 64;
 const LIVE_STATUS_EVERY: Duration = Duration::from_secs(1);
 /// How long a release waits for a booking just held to reach the read model.
 const BOOKING_VISIBLE_WITHIN: Duration = Duration::from_secs(2);
-
-/// A UUID derived from parts by hashing, stamped as a version-8 UUID: the same
-/// parts always give the same id, and no derived id collides with a minted v7.
-fn derived_uuid(parts: &[&[u8]]) -> Uuid {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update((p.len() as u64).to_be_bytes());
-        h.update(p);
-    }
-    let digest = h.finalize();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    Uuid::new_v8(bytes)
-}
 
 /// The command's id and the key the client retries with.
 fn command_id(headers: &HeaderMap, caller: &Caller) -> ApiResult<(CommandId, Uuid)> {
