@@ -377,9 +377,20 @@ impl ScheduleState {
             .take_while(|(at, _)| *at <= now)
             .map(|(_, t)| t.clone())
             .collect();
-        // By user, then booking: a hold may come due twice (its own timer, and
-        // the end of the payment that kept it).
-        let mut expired_holds: BTreeMap<UserId, BTreeMap<BookingId, SeatRef>> = BTreeMap::new();
+        // Payments first: one that runs out gives its holds back to their own
+        // clocks, so those already past their end expire with the others below.
+        for timer in &due {
+            if let Timer::Payment(payment_id) = timer {
+                if self
+                    .payments
+                    .get(payment_id)
+                    .is_some_and(|p| p.until <= now)
+                {
+                    self.emit_abort(facts, command_id, now, *payment_id, AbortReason::TimedOut);
+                }
+            }
+        }
+        let mut expired_holds: BTreeMap<UserId, Vec<HeldSeat>> = BTreeMap::new();
         for timer in due {
             match timer {
                 Timer::Admission(user) => {
@@ -395,34 +406,16 @@ impl ScheduleState {
                         .get(&booking_id)
                         .filter(|b| b.until <= now && b.paying.is_none())
                     {
-                        expired_holds
-                            .entry(b.user)
-                            .or_default()
-                            .insert(booking_id, b.seat);
+                        expired_holds.entry(b.user).or_default().push(HeldSeat {
+                            booking_id,
+                            seat: b.seat,
+                        });
                     }
                 }
-                Timer::Payment(payment_id) => {
-                    if let Some(p) = self.payments.get(&payment_id).filter(|p| p.until <= now) {
-                        let user = p.user;
-                        self.emit_abort(facts, command_id, now, payment_id, AbortReason::TimedOut);
-                        // Its holds are due again: those past their time expire
-                        // now, with the others due.
-                        for (id, b) in self
-                            .bookings
-                            .iter()
-                            .filter(|(_, b)| b.user == user && b.until <= now && b.paying.is_none())
-                        {
-                            expired_holds.entry(user).or_default().insert(*id, b.seat);
-                        }
-                    }
-                }
+                Timer::Payment(_) => {}
             }
         }
         for (user, seats) in expired_holds {
-            let seats = seats
-                .into_iter()
-                .map(|(booking_id, seat)| HeldSeat { booking_id, seat })
-                .collect();
             self.emit(
                 facts,
                 command_id,
