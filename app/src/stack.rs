@@ -158,7 +158,8 @@ pub async fn run_sink(
         &[topics::CATALOG, topics::SCHEDULES],
     )
     .context("Kafka consumer")?;
-    let views = RedisScheduleViews::connect(&stack.redis_url, settings.schedules.core()?)
+    let core = settings.schedules.core()?;
+    let views = RedisScheduleViews::connect(&stack.redis_url, core)
         .await
         .context("connecting to Redis")?;
     // The projection rebuilds its fold from the changelog's start at every
@@ -184,11 +185,7 @@ pub async fn run_sink(
     );
     let projection = runner::run(
         changelog,
-        Arc::new(ScheduleProjectionSink::new(
-            codec,
-            settings.schedules.core()?,
-            Arc::new(views),
-        )),
+        Arc::new(ScheduleProjectionSink::new(codec, core, Arc::new(views))),
         metrics,
         shutdown,
     );
