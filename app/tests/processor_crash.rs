@@ -15,9 +15,7 @@ use common::*;
 use reqwest::StatusCode;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use ticketing::settings::{
-    HttpSettings, IngressSettings, ScheduleSettings, SinkSettings, StackSettings,
-};
+use ticketing::settings::{HttpSettings, IngressSettings, ScheduleSettings, SinkSettings};
 use ticketing_runtime::shutdown;
 
 /// The real-stack tests' processor group: one group per cluster, since every
@@ -28,23 +26,6 @@ use ticketing_runtime::shutdown;
 const GROUP: &str = "schedule-processor-e2e";
 const MAX_ACTIVE: u32 = 5;
 const HOLD_TTL_SECS: i64 = 90;
-
-fn env(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-fn stack(keyspace: &str) -> StackSettings {
-    StackSettings {
-        kafka_brokers: env("TICKETING_KAFKA_BROKERS", "127.0.0.1:9092"),
-        cql_nodes: env("TICKETING_CQL_NODES", "127.0.0.1:9042")
-            .split(',')
-            .map(String::from)
-            .collect(),
-        cql_keyspace: keyspace.to_string(),
-        redis_url: env("TICKETING_REDIS_URL", "redis://127.0.0.1:6379"),
-        schema_registry_url: env("TICKETING_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081"),
-    }
-}
 
 fn schedules() -> ScheduleSettings {
     ScheduleSettings {
@@ -120,11 +101,11 @@ async fn kill_9_of_the_processor_mid_sale_loses_and_doubles_nothing() {
             decision_timeout_ms: 3_000,
             schedules: schedules(),
         },
-        stack: stack(&keyspace),
+        stack: stack_settings(&keyspace),
     };
     let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sink = SinkSettings {
-        stack: stack(&keyspace),
+        stack: stack_settings(&keyspace),
         ops_listen: ops.local_addr().unwrap(),
         group: format!("catalog-sink-{keyspace}"),
         schedules: schedules(),

@@ -13,7 +13,7 @@ use scylla::client::session_builder::SessionBuilder;
 use std::sync::Arc;
 use std::time::Duration;
 use ticketing::settings::{
-    HttpSettings, IngressSettings, ProcessorSettings, ScheduleSettings, SinkSettings, StackSettings,
+    HttpSettings, IngressSettings, ProcessorSettings, ScheduleSettings, SinkSettings,
 };
 use ticketing_domain::events::{Event, EventMeta, StageCreated};
 use ticketing_domain::ids::{EventId, StageId, UserId};
@@ -22,23 +22,6 @@ use ticketing_schemas::{topics, EventCodec, HttpSchemaRegistry};
 use ticketing_transport::kafka::{KafkaConfig, KafkaConsumer, KafkaProducer};
 use ticketing_transport::{Consumer, OutRecord, Producer};
 use uuid::Uuid;
-
-fn env(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-fn stack(keyspace: &str) -> StackSettings {
-    StackSettings {
-        kafka_brokers: env("TICKETING_KAFKA_BROKERS", "127.0.0.1:9092"),
-        cql_nodes: env("TICKETING_CQL_NODES", "127.0.0.1:9042")
-            .split(',')
-            .map(String::from)
-            .collect(),
-        cql_keyspace: keyspace.to_string(),
-        redis_url: env("TICKETING_REDIS_URL", "redis://127.0.0.1:6379"),
-        schema_registry_url: env("TICKETING_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081"),
-    }
-}
 
 struct Stack {
     api: Api,
@@ -83,19 +66,19 @@ async fn start() -> Stack {
             decision_timeout_ms: 10_000,
             schedules: schedule_settings(),
         },
-        stack: stack(&keyspace),
+        stack: stack_settings(&keyspace),
     };
     let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sink_ops = Api::new(ops.local_addr().unwrap());
     let sink = SinkSettings {
-        stack: stack(&keyspace),
+        stack: stack_settings(&keyspace),
         ops_listen: ops.local_addr().unwrap(),
         group: format!("catalog-sink-{keyspace}"),
         schedules: schedule_settings(),
     };
     let processor_ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let processor = ProcessorSettings {
-        stack: stack(&keyspace),
+        stack: stack_settings(&keyspace),
         schedules: schedule_settings(),
         ops_listen: processor_ops.local_addr().unwrap(),
         group: PROCESSOR_GROUP.into(),
@@ -139,7 +122,7 @@ impl Stack {
 
 async fn cql() -> scylla::client::session::Session {
     SessionBuilder::new()
-        .known_nodes(env("TICKETING_CQL_NODES", "127.0.0.1:9042").split(','))
+        .known_nodes(stack_settings("").cql_nodes)
         .connection_timeout(Duration::from_secs(30))
         .build()
         .await
@@ -148,16 +131,13 @@ async fn cql() -> scylla::client::session::Session {
 
 fn kafka() -> KafkaConfig {
     KafkaConfig {
-        brokers: env("TICKETING_KAFKA_BROKERS", "127.0.0.1:9092"),
+        brokers: stack_settings("").kafka_brokers,
         client_id: "e2e-test".into(),
     }
 }
 
 async fn codec() -> EventCodec {
-    let registry = HttpSchemaRegistry::new(&env(
-        "TICKETING_SCHEMA_REGISTRY_URL",
-        "http://127.0.0.1:8081",
-    ));
+    let registry = HttpSchemaRegistry::new(&stack_settings("").schema_registry_url);
     EventCodec::start(Arc::new(registry))
         .await
         .expect("codec starts")

@@ -305,6 +305,24 @@ impl Fixture {
     }
 }
 
+/// The answers given to command `id`.
+fn answers(replies: &[(CommandId, Reply)], id: u128) -> Vec<&Reply> {
+    replies
+        .iter()
+        .filter(|(c, _)| *c == CommandId::from_uuid(Uuid::from_u128(id)))
+        .map(|(_, r)| r)
+        .collect()
+}
+
+/// Room for every buyer of the tests, holds that outlive them.
+const SETTINGS: Settings = Settings {
+    max_active: 10,
+    admission_ttl_secs: 600,
+    hold_ttl_secs: 600,
+    max_seats_per_user: 2,
+    payment_ttl_secs: 120,
+};
+
 fn user(n: u128) -> UserId {
     UserId::from_uuid(Uuid::from_u128(n))
 }
@@ -320,13 +338,7 @@ fn hold(n: u128, row: u16, col: u16, booking: u128) -> Command {
 #[tokio::test]
 async fn decisions_survive_a_crash_and_failed_commits_without_doubling() {
     let f = Fixture::new(1, 2).await;
-    let settings = Settings {
-        max_active: 10,
-        admission_ttl_secs: 600,
-        hold_ttl_secs: 600,
-        max_seats_per_user: 2,
-        payment_ttl_secs: 120,
-    };
+    let settings = SETTINGS;
     f.command(1, Command::Join { user: user(1) }).await;
     f.command(2, Command::Join { user: user(2) }).await;
     f.command(3, hold(1, 1, 1, 100)).await;
@@ -354,13 +366,7 @@ async fn decisions_survive_a_crash_and_failed_commits_without_doubling() {
         "each seat held once, by the first to ask"
     );
     let replies = f.replies().await;
-    let of = |id: u128| -> Vec<&Reply> {
-        replies
-            .iter()
-            .filter(|(c, _)| *c == CommandId::from_uuid(Uuid::from_u128(id)))
-            .map(|(_, r)| r)
-            .collect()
-    };
+    let of = |id: u128| answers(&replies, id);
     assert!(matches!(of(4)[..], [Reply::Rejected(_)]), "{:?}", of(4));
     // The redelivered hold is answered like the first time, with its booking.
     assert_eq!(of(3).len(), 2);
@@ -374,11 +380,8 @@ async fn decisions_survive_a_crash_and_failed_commits_without_doubling() {
 async fn holds_expire_on_an_idle_schedule() {
     let f = Fixture::new(1, 1).await;
     let settings = Settings {
-        max_active: 10,
-        admission_ttl_secs: 600,
         hold_ttl_secs: 1,
-        max_seats_per_user: 2,
-        payment_ttl_secs: 120,
+        ..SETTINGS
     };
     f.command(1, Command::Join { user: user(1) }).await;
     f.command(2, hold(1, 1, 1, 100)).await;
@@ -441,13 +444,7 @@ async fn holds_expire_on_an_idle_schedule() {
 #[tokio::test]
 async fn a_restore_reads_the_snapshots_and_only_the_changelog_after_them() {
     let f = Fixture::new(1, 3).await;
-    let settings = Settings {
-        max_active: 10,
-        admission_ttl_secs: 600,
-        hold_ttl_secs: 600,
-        max_seats_per_user: 2,
-        payment_ttl_secs: 120,
-    };
+    let settings = SETTINGS;
     let mut config = ProcessorConfig::new("test", settings);
     config.snapshot_every = 3;
     f.command(1, Command::Join { user: user(1) }).await;
@@ -499,13 +496,7 @@ async fn a_restore_reads_the_snapshots_and_only_the_changelog_after_them() {
         ]
     );
     let replies = f.replies().await;
-    let of = |id: u128| -> Vec<&Reply> {
-        replies
-            .iter()
-            .filter(|(c, _)| *c == CommandId::from_uuid(Uuid::from_u128(id)))
-            .map(|(_, r)| r)
-            .collect()
-    };
+    let of = |id: u128| answers(&replies, id);
     assert!(matches!(of(5)[..], [Reply::Rejected(_)]), "{:?}", of(5));
     assert_eq!(of(3).len(), 2);
     assert!(of(3).iter().all(|r| matches!(r, Reply::Held { booking_ids, .. } if booking_ids == &vec![BookingId::from_uuid(Uuid::from_u128(100))])));
@@ -517,13 +508,7 @@ async fn a_restore_reads_the_snapshots_and_only_the_changelog_after_them() {
 #[tokio::test]
 async fn an_unreadable_snapshot_falls_back_to_the_whole_changelog() {
     let f = Fixture::new(1, 2).await;
-    let settings = Settings {
-        max_active: 10,
-        admission_ttl_secs: 600,
-        hold_ttl_secs: 600,
-        payment_ttl_secs: 120,
-        max_seats_per_user: 2,
-    };
+    let settings = SETTINGS;
     let mut config = ProcessorConfig::new("test", settings);
     config.snapshot_every = 2;
     f.command(1, Command::Join { user: user(1) }).await;

@@ -5,34 +5,19 @@
 //! test creates its own topics and groups, so runs never see each other.
 #![cfg(feature = "real-stack")]
 
+mod common;
+use common::unique;
+
 use async_trait::async_trait;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use ticketing_transport::contract::{self, Harness, TOPIC_A_PARTITIONS, TOPIC_B_PARTITIONS};
 use ticketing_transport::kafka::{ensure_topics, KafkaConfig, KafkaConsumer, KafkaProducer};
 use ticketing_transport::partitioner::partition_for_key;
 use ticketing_transport::{Consumer, OutRecord, Producer, TransportError};
 
 fn config() -> KafkaConfig {
-    KafkaConfig::new(
-        std::env::var("TICKETING_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
-        "transport-test",
-    )
-}
-
-/// Unique within the run (counter) and across runs (time and process id).
-fn unique(name: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{name}-{}-{nanos:x}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    common::config("transport-test")
 }
 
 struct KafkaHarness {

@@ -4,9 +4,11 @@
 //! its partitions between members.
 #![cfg(feature = "real-stack")]
 
+mod common;
+use common::unique;
+
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use ticketing_transport::kafka::{
     ensure_topics, KafkaConfig, KafkaConsumer, KafkaProducer, KafkaTransactionalStream,
 };
@@ -18,23 +20,7 @@ use ticketing_transport::{
 const PARTITIONS: i32 = 4;
 
 fn config() -> KafkaConfig {
-    KafkaConfig::new(
-        std::env::var("TICKETING_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
-        "transactional-test",
-    )
-}
-
-fn unique(name: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{name}-{}-{nanos:x}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    common::config("transactional-test")
 }
 
 struct Topics {

@@ -137,6 +137,23 @@ async fn read(r: Response) -> (StatusCode, Value) {
 }
 
 /// A unique suffix so scenarios can run against a store that outlives them.
+/// The real stack's addresses (the `deploy/local/stack.sh env` variables, or
+/// their local defaults), with the given CQL keyspace.
+pub fn stack_settings(keyspace: &str) -> ticketing::settings::StackSettings {
+    let env =
+        |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
+    ticketing::settings::StackSettings {
+        kafka_brokers: env("TICKETING_KAFKA_BROKERS", "127.0.0.1:9092"),
+        cql_nodes: env("TICKETING_CQL_NODES", "127.0.0.1:9042")
+            .split(',')
+            .map(String::from)
+            .collect(),
+        cql_keyspace: keyspace.to_string(),
+        redis_url: env("TICKETING_REDIS_URL", "redis://127.0.0.1:6379"),
+        schema_registry_url: env("TICKETING_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081"),
+    }
+}
+
 pub fn unique() -> String {
     Uuid::new_v4().simple().to_string()[..10].to_string()
 }
@@ -644,6 +661,24 @@ pub const SCENARIO_MAX_SEATS: u32 = 4;
 /// The waiting room and seat holds through HTTP, every status and error code
 /// of the contract, on a platform started with these settings (and
 /// `SCENARIO_MAX_SEATS`).
+/// `POST .../holds` for `seats` (a JSON array of `{row, col}`), retried
+/// through 503s with one Idempotency-Key.
+pub async fn hold(api: &Api, holds: &str, token: &str, seats: Value) -> (StatusCode, Value) {
+    api.command(
+        reqwest::Method::POST,
+        holds,
+        token,
+        Some(json!({ "seats": seats })),
+    )
+    .await
+}
+
+/// `POST .../queue`, retried through 503s with one Idempotency-Key.
+pub async fn join(api: &Api, queue: &str, token: &str) -> (StatusCode, Value) {
+    api.command(reqwest::Method::POST, queue, token, Some(json!({})))
+        .await
+}
+
 pub async fn waiting_room_scenario(api: &Api, max_active: u32, hold_ttl_secs: i64) {
     assert!(max_active >= 2, "the scenario admits two buyers it names");
     let (_, concert_id, schedule) = schedule_on_sale(api, 2, 3, 5000).await;
@@ -675,9 +710,7 @@ pub async fn waiting_room_scenario(api: &Api, max_active: u32, hold_ttl_secs: i6
     assert_error(s, &body, StatusCode::NOT_FOUND, "SCHEDULE_NOT_FOUND");
 
     // Joining: first come, first served, at most MAX_ACTIVE admitted.
-    let (s, body) = api
-        .command(reqwest::Method::POST, &queue, &a.access, Some(json!({})))
-        .await;
+    let (s, body) = join(api, &queue, &a.access).await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(
         (body["status"].as_str(), body["position"].as_u64()),
@@ -685,9 +718,7 @@ pub async fn waiting_room_scenario(api: &Api, max_active: u32, hold_ttl_secs: i6
         "{body}"
     );
     assert!(body["admitted_until"].is_string(), "{body}");
-    let (s, body) = api
-        .command(reqwest::Method::POST, &queue, &b.access, Some(json!({})))
-        .await;
+    let (s, body) = join(api, &queue, &b.access).await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(
         (body["status"].as_str(), body["position"].as_u64()),
@@ -696,14 +727,7 @@ pub async fn waiting_room_scenario(api: &Api, max_active: u32, hold_ttl_secs: i6
     );
     for _ in 2..max_active {
         let filler = sign_up_and_login(api, "USER").await;
-        let (s, body) = api
-            .command(
-                reqwest::Method::POST,
-                &queue,
-                &filler.access,
-                Some(json!({})),
-            )
-            .await;
+        let (s, body) = join(api, &queue, &filler.access).await;
         assert_eq!(
             (s, body["status"].as_str()),
             (StatusCode::CREATED, Some("ADMITTED")),
@@ -711,9 +735,7 @@ pub async fn waiting_room_scenario(api: &Api, max_active: u32, hold_ttl_secs: i6
         );
     }
     let c_position = u64::from(max_active) + 1;
-    let (s, body) = api
-        .command(reqwest::Method::POST, &queue, &c.access, Some(json!({})))
-        .await;
+    let (s, body) = join(api, &queue, &c.access).await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(body["status"], "WAITING", "{body}");
     assert_eq!(
@@ -728,9 +750,7 @@ pub async fn waiting_room_scenario(api: &Api, max_active: u32, hold_ttl_secs: i6
         (s == StatusCode::OK && body["status"] == "WAITING").then_some(())
     })
     .await;
-    let (s, body) = api
-        .command(reqwest::Method::POST, &queue, &c.access, Some(json!({})))
-        .await;
+    let (s, body) = join(api, &queue, &c.access).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["position"].as_u64(), Some(c_position), "{body}");
 
@@ -761,23 +781,15 @@ pub async fn waiting_room_scenario(api: &Api, max_active: u32, hold_ttl_secs: i6
     assert!(text.contains("\"status\":\"WAITING\""), "{text}");
 
     // Holds: only the admitted, all or nothing, within the limits.
-    let (s, body) = api
-        .command(
-            reqwest::Method::POST,
-            &holds,
-            &c.access,
-            Some(json!({"seats": [{"row": 1, "col": 1}]})),
-        )
-        .await;
+    let (s, body) = hold(api, &holds, &c.access, json!([{"row": 1, "col": 1}])).await;
     assert_error(s, &body, StatusCode::FORBIDDEN, "NOT_ADMITTED");
-    let (s, body) = api
-        .command(
-            reqwest::Method::POST,
-            &holds,
-            &a.access,
-            Some(json!({"seats": [{"row": 1, "col": 1}, {"row": 1, "col": 2}]})),
-        )
-        .await;
+    let (s, body) = hold(
+        api,
+        &holds,
+        &a.access,
+        json!([{"row": 1, "col": 1}, {"row": 1, "col": 2}]),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     let a_bookings: Vec<String> = body["booking_ids"]
         .as_array()
@@ -787,55 +799,37 @@ pub async fn waiting_room_scenario(api: &Api, max_active: u32, hold_ttl_secs: i6
         .collect();
     assert_eq!(a_bookings.len(), 2);
     assert!(body["expires_at"].is_string(), "{body}");
-    let (s, body) = api
-        .command(
-            reqwest::Method::POST,
-            &holds,
-            &b.access,
-            Some(json!({"seats": [{"row": 2, "col": 1}, {"row": 1, "col": 2}]})),
-        )
-        .await;
+    let (s, body) = hold(
+        api,
+        &holds,
+        &b.access,
+        json!([{"row": 2, "col": 1}, {"row": 1, "col": 2}]),
+    )
+    .await;
     assert_eq!(s, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["code"], "SEAT_UNAVAILABLE");
     assert_eq!(body["seats"], json!([{"row": 1, "col": 2}]), "{body}");
-    let (s, body) = api
-        .command(
-            reqwest::Method::POST,
-            &holds,
-            &b.access,
-            Some(json!({"seats": [{"row": 3, "col": 1}]})),
-        )
-        .await;
+    let (s, body) = hold(api, &holds, &b.access, json!([{"row": 3, "col": 1}])).await;
     assert_error(s, &body, StatusCode::BAD_REQUEST, "INVALID_SEAT");
-    let (s, body) = api
-        .command(
-            reqwest::Method::POST,
-            &holds,
-            &b.access,
-            Some(json!({"seats": [{"row": 2, "col": 1}, {"row": 2, "col": 1}]})),
-        )
-        .await;
+    let (s, body) = hold(
+        api,
+        &holds,
+        &b.access,
+        json!([{"row": 2, "col": 1}, {"row": 2, "col": 1}]),
+    )
+    .await;
     assert_error(s, &body, StatusCode::BAD_REQUEST, "DUPLICATE_SEAT");
-    let (s, body) = api
-        .command(
-            reqwest::Method::POST,
-            &holds,
-            &b.access,
-            Some(json!({"seats": []})),
-        )
-        .await;
+    let (s, body) = hold(api, &holds, &b.access, json!([])).await;
     assert_error(s, &body, StatusCode::BAD_REQUEST, "INVALID_HOLD");
-    let (s, body) = api
-        .command(
-            reqwest::Method::POST,
-            &holds,
-            &b.access,
-            Some(json!({"seats": [{"row": -1, "col": 1}]})),
-        )
-        .await;
+    let (s, body) = hold(api, &holds, &b.access, json!([{"row": -1, "col": 1}])).await;
     assert_error(s, &body, StatusCode::BAD_REQUEST, "MALFORMED_BODY");
-    let (s, body) = api.command(reqwest::Method::POST, &holds, &a.access, Some(json!({"seats": [{"row": 2, "col": 1}, {"row": 2, "col": 2}, {"row": 2, "col": 3}]})))
-        .await;
+    let (s, body) = hold(
+        api,
+        &holds,
+        &a.access,
+        json!([{"row": 2, "col": 1}, {"row": 2, "col": 2}, {"row": 2, "col": 3}]),
+    )
+    .await;
     assert_error(s, &body, StatusCode::UNPROCESSABLE_ENTITY, "SEAT_LIMIT");
 
     // A retried request (same Idempotency-Key) is the same hold, not a second one.
@@ -952,14 +946,7 @@ pub async fn waiting_room_scenario(api: &Api, max_active: u32, hold_ttl_secs: i6
         (StatusCode::OK, Some("LEFT")),
         "{body}"
     );
-    let (s, body) = api
-        .command(
-            reqwest::Method::POST,
-            &holds,
-            &a.access,
-            Some(json!({"seats": [{"row": 2, "col": 1}]})),
-        )
-        .await;
+    let (s, body) = hold(api, &holds, &a.access, json!([{"row": 2, "col": 1}])).await;
     assert_error(s, &body, StatusCode::FORBIDDEN, "NOT_ADMITTED");
 
     // Every hold expires on time: a's remaining seat and b's go back on sale
@@ -1020,14 +1007,7 @@ pub async fn buyers_for(api: &Api, n: usize) -> Vec<Account> {
 pub async fn run_buyers(api: &Api, schedule: &str, accounts: &[Account]) -> Vec<usize> {
     let tasks = accounts.iter().enumerate().map(|(i, buyer)| async move {
         let queue = format!("/api/v1/schedules/{schedule}/queue");
-        let (s, body) = api
-            .command(
-                reqwest::Method::POST,
-                &queue,
-                &buyer.access,
-                Some(json!({})),
-            )
-            .await;
+        let (s, body) = join(api, &queue, &buyer.access).await;
         assert!(
             s == StatusCode::CREATED || s == StatusCode::OK,
             "{s} {body}"
@@ -1062,14 +1042,13 @@ pub async fn run_buyers(api: &Api, schedule: &str, accounts: &[Account]) -> Vec<
                 .take(want.min(free.len()))
                 .map(|x| json!({"row": x.0, "col": x.1}))
                 .collect();
-            let (s, body) = api
-                .command(
-                    reqwest::Method::POST,
-                    &format!("/api/v1/schedules/{schedule}/holds"),
-                    &buyer.access,
-                    Some(json!({"seats": pick})),
-                )
-                .await;
+            let (s, body) = hold(
+                api,
+                &format!("/api/v1/schedules/{schedule}/holds"),
+                &buyer.access,
+                json!(pick),
+            )
+            .await;
             match s {
                 StatusCode::CREATED => {
                     held = body["booking_ids"].as_array().unwrap().len();
