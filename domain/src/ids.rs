@@ -80,3 +80,8 @@ id_type!(
     /// row, and the order id the payment provider knows it by.
     PaymentId
 );
+id_type!(
+    /// One refund of some of a payment's bookings; the idempotency key the
+    /// payment provider sees for its cancellation.
+    RefundId
+);

@@ -5,9 +5,10 @@
 //! never completed.
 
 use crate::error::ValidationError;
-use crate::ids::{BookingId, ConcertId, PaymentId, ScheduleId, UserId};
+use crate::ids::{BookingId, ConcertId, PaymentId, RefundId, ScheduleId, UserId};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::fmt;
 use thiserror::Error;
 
@@ -327,6 +328,192 @@ pub struct PaymentRecord {
     pub payment_key: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Bumped by every change: the store changes a record only if it still
+    /// has the revision the change was computed from.
+    #[serde(default)]
+    pub revision: u64,
+    /// Refunds in the order they were asked for. At most one is in flight
+    /// (`refunded_at` unset): it is finished before another may start.
+    #[serde(default)]
+    pub refunds: Vec<Refund>,
+}
+
+/// Some bookings of a payment, refunded or being refunded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refund {
+    pub refund_id: RefundId,
+    pub booking_ids: Vec<BookingId>,
+    pub amount: i64,
+    pub reason: String,
+    pub requested_at: DateTime<Utc>,
+    /// When the provider gave the money back; `None` while in flight.
+    pub refunded_at: Option<DateTime<Utc>>,
+}
+
+/// Why a refund cannot be asked for.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum RefundError {
+    #[error("the payment is {0:?}; only a completed payment can be refunded")]
+    NotPaid(PaymentStatus),
+    #[error("the payment is cancelled already")]
+    AlreadyCanceled,
+    #[error("booking {0} is cancelled already")]
+    BookingAlreadyCancelled(BookingId),
+    #[error("booking {0} is not part of this payment")]
+    NotInPayment(BookingId),
+    #[error("name at least one booking, each once")]
+    InvalidBookings,
+    #[error("refund {0} of this payment is still in flight")]
+    InFlight(RefundId),
+}
+
+impl PaymentRecord {
+    /// Every booking of a payment costs the same (one price per schedule), so a
+    /// refund's amount follows from how many bookings it names.
+    pub fn unit_price(&self) -> i64 {
+        match self.booking_ids.len() as i64 {
+            0 => 0,
+            n => self.ledger.total_price / n,
+        }
+    }
+
+    pub fn refund(&self, id: RefundId) -> Option<&Refund> {
+        self.refunds.iter().find(|r| r.refund_id == id)
+    }
+
+    pub fn refund_in_flight(&self) -> Option<&Refund> {
+        self.refunds.iter().find(|r| r.refunded_at.is_none())
+    }
+
+    /// Bookings refunded or being refunded.
+    pub fn cancelled_bookings(&self) -> BTreeSet<BookingId> {
+        self.refunds
+            .iter()
+            .flat_map(|r| r.booking_ids.iter().copied())
+            .collect()
+    }
+
+    /// Since when the payment needs finishing (a charge or a refund whose
+    /// outcome is not recorded yet), for the sweeper.
+    pub fn in_flight_since(&self) -> Option<DateTime<Utc>> {
+        if self.ledger.status == PaymentStatus::Waiting {
+            return Some(self.created_at);
+        }
+        self.refund_in_flight().map(|r| r.requested_at)
+    }
+
+    /// The same record one change later.
+    fn next(&self, now: DateTime<Utc>) -> Self {
+        let mut next = self.clone();
+        next.revision += 1;
+        next.updated_at = now.max(self.updated_at);
+        next
+    }
+
+    /// Moves the ledger (charge outcomes).
+    pub fn with_ledger(
+        &self,
+        ledger: PaymentLedger,
+        payment_key: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let mut next = self.next(now);
+        next.ledger = ledger;
+        next.payment_key = payment_key;
+        next
+    }
+
+    /// Asks for a refund of `bookings` (all not yet cancelled when `None`).
+    /// The money has not moved yet: the refund is in flight until
+    /// [`finish_refund`](Self::finish_refund).
+    pub fn request_refund(
+        &self,
+        refund_id: RefundId,
+        bookings: Option<&[BookingId]>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Self, RefundError> {
+        match self.ledger.status {
+            PaymentStatus::Completed | PaymentStatus::PartCanceled => {}
+            PaymentStatus::Canceled => return Err(RefundError::AlreadyCanceled),
+            s => return Err(RefundError::NotPaid(s)),
+        }
+        if let Some(r) = self.refund_in_flight() {
+            return Err(RefundError::InFlight(r.refund_id));
+        }
+        let cancelled = self.cancelled_bookings();
+        let booking_ids: Vec<BookingId> = match bookings {
+            None => self
+                .booking_ids
+                .iter()
+                .filter(|b| !cancelled.contains(b))
+                .copied()
+                .collect(),
+            Some(named) => {
+                let unique: BTreeSet<_> = named.iter().collect();
+                if named.is_empty() || unique.len() != named.len() {
+                    return Err(RefundError::InvalidBookings);
+                }
+                for b in named {
+                    if !self.booking_ids.contains(b) {
+                        return Err(RefundError::NotInPayment(*b));
+                    }
+                    if cancelled.contains(b) {
+                        return Err(RefundError::BookingAlreadyCancelled(*b));
+                    }
+                }
+                named.to_vec()
+            }
+        };
+        if booking_ids.is_empty() {
+            return Err(RefundError::AlreadyCanceled);
+        }
+        // The last refund takes what is left, so rounding can never leave a
+        // remainder unrefunded.
+        let amount = if cancelled.len() + booking_ids.len() == self.booking_ids.len() {
+            self.ledger.refundable()
+        } else {
+            self.unit_price() * booking_ids.len() as i64
+        };
+        let mut next = self.next(now);
+        next.refunds.push(Refund {
+            refund_id,
+            booking_ids,
+            amount,
+            reason: reason.to_string(),
+            requested_at: now,
+            refunded_at: None,
+        });
+        Ok(next)
+    }
+
+    /// The provider gave the money back: the ledger moves by the refund's
+    /// amount.
+    pub fn finish_refund(&self, id: RefundId, now: DateTime<Utc>) -> Result<Self, PaymentError> {
+        let Some(i) = self
+            .refunds
+            .iter()
+            .position(|r| r.refund_id == id && r.refunded_at.is_none())
+        else {
+            return Err(PaymentError::IllegalTransition(
+                self.ledger.status,
+                "refunded twice",
+            ));
+        };
+        let mut next = self.next(now);
+        next.ledger = self.ledger.refund(self.refunds[i].amount)?;
+        next.refunds[i].refunded_at = Some(now);
+        Ok(next)
+    }
+
+    /// The refund could not happen (the seats were not refundable): it is
+    /// forgotten, and nothing was paid back.
+    pub fn drop_refund(&self, id: RefundId, now: DateTime<Utc>) -> Self {
+        let mut next = self.next(now);
+        next.refunds
+            .retain(|r| !(r.refund_id == id && r.refunded_at.is_none()));
+        next
+    }
 }
 
 #[cfg(test)]
@@ -462,7 +649,127 @@ mod tests {
         assert_eq!(PaymentStatus::parse("DONE"), None);
     }
 
+    fn paid(bookings: usize, total: i64) -> PaymentRecord {
+        let at = DateTime::<Utc>::from_timestamp(1_900_000_000, 0).unwrap();
+        PaymentRecord {
+            payment_id: PaymentId::from_uuid(uuid::Uuid::from_u128(1)),
+            user_id: UserId::from_uuid(uuid::Uuid::from_u128(2)),
+            schedule_id: ScheduleId::from_uuid(uuid::Uuid::from_u128(3)),
+            concert_id: ConcertId::from_uuid(uuid::Uuid::from_u128(4)),
+            booking_ids: (0..bookings as u128)
+                .map(|i| BookingId::from_uuid(uuid::Uuid::from_u128(100 + i)))
+                .collect(),
+            ledger: PaymentLedger::new(total).complete().unwrap(),
+            card_last4: "4242".into(),
+            card_cipher: String::new(),
+            payment_key: Some("pk".into()),
+            created_at: at,
+            updated_at: at,
+            revision: 1,
+            refunds: vec![],
+        }
+    }
+
+    fn rid(n: u128) -> RefundId {
+        RefundId::from_uuid(uuid::Uuid::from_u128(n))
+    }
+
+    #[test]
+    fn a_partial_then_a_full_refund() {
+        let p = paid(3, 150_000);
+        let now = p.created_at;
+        let b = p.booking_ids.clone();
+        let asked = p
+            .request_refund(rid(1), Some(&b[..1]), "cannot come", now)
+            .unwrap();
+        assert_eq!(asked.revision, 2);
+        assert_eq!(asked.ledger, p.ledger, "no money moved yet");
+        assert_eq!(asked.refund_in_flight().unwrap().amount, 50_000);
+        assert_eq!(asked.in_flight_since(), Some(now));
+        // One refund at a time.
+        assert_eq!(
+            asked.request_refund(rid(2), None, "x", now),
+            Err(RefundError::InFlight(rid(1)))
+        );
+        let part = asked.finish_refund(rid(1), now).unwrap();
+        assert_eq!(part.ledger.status, PaymentStatus::PartCanceled);
+        assert_eq!(part.ledger.refund_price, 50_000);
+        assert_eq!(part.in_flight_since(), None);
+        assert!(part.finish_refund(rid(1), now).is_err(), "never twice");
+        assert_eq!(
+            part.request_refund(rid(2), Some(&b[..1]), "again", now),
+            Err(RefundError::BookingAlreadyCancelled(b[0]))
+        );
+        let rest = part.request_refund(rid(3), None, "all", now).unwrap();
+        assert_eq!(rest.refund(rid(3)).unwrap().booking_ids, b[1..].to_vec());
+        let all = rest.finish_refund(rid(3), now).unwrap();
+        assert_eq!(all.ledger.status, PaymentStatus::Canceled);
+        assert_eq!(all.ledger.refund_price, 150_000);
+        assert_eq!(
+            all.request_refund(rid(4), None, "x", now),
+            Err(RefundError::AlreadyCanceled)
+        );
+    }
+
+    #[test]
+    fn refunds_are_refused_for_what_is_not_refundable() {
+        let p = paid(2, 100);
+        let now = p.created_at;
+        let stranger = BookingId::from_uuid(uuid::Uuid::from_u128(999));
+        assert_eq!(
+            p.request_refund(rid(1), Some(&[stranger]), "x", now),
+            Err(RefundError::NotInPayment(stranger))
+        );
+        let b = p.booking_ids[0];
+        assert_eq!(
+            p.request_refund(rid(1), Some(&[b, b]), "x", now),
+            Err(RefundError::InvalidBookings)
+        );
+        assert_eq!(
+            p.request_refund(rid(1), Some(&[]), "x", now),
+            Err(RefundError::InvalidBookings)
+        );
+        let mut waiting = p.clone();
+        waiting.ledger = PaymentLedger::new(100);
+        assert_eq!(
+            waiting.request_refund(rid(1), None, "x", now),
+            Err(RefundError::NotPaid(PaymentStatus::Waiting))
+        );
+        // A refund the seats refused is forgotten; the next one may go.
+        let asked = p.request_refund(rid(1), None, "x", now).unwrap();
+        let dropped = asked.drop_refund(rid(1), now);
+        assert!(dropped.refunds.is_empty());
+        assert_eq!(dropped.revision, asked.revision + 1);
+        assert!(dropped.request_refund(rid(2), None, "x", now).is_ok());
+    }
+
     proptest! {
+        /// Refunding bookings in any grouping refunds exactly the total once
+        /// every booking is cancelled, even when the total does not divide
+        /// evenly.
+        #[test]
+        fn refunds_in_any_grouping_add_up_to_the_total(
+            n in 1usize..8, total in 1i64..1_000_000, groups in prop::collection::vec(1usize..4, 1..10),
+        ) {
+            let mut p = paid(n, total);
+            let now = p.created_at;
+            let mut k = 0u128;
+            for g in groups {
+                let left: Vec<BookingId> = p.booking_ids.iter()
+                    .filter(|b| !p.cancelled_bookings().contains(b)).copied().take(g).collect();
+                if left.is_empty() {
+                    break;
+                }
+                k += 1;
+                p = p.request_refund(rid(k), Some(&left), "r", now).unwrap()
+                    .finish_refund(rid(k), now).unwrap();
+                prop_assert!(p.ledger.refund_price <= total);
+            }
+            let all_cancelled = p.cancelled_bookings().len() == n;
+            prop_assert_eq!(all_cancelled, p.ledger.refund_price == total);
+            prop_assert_eq!(all_cancelled, p.ledger.status == PaymentStatus::Canceled);
+        }
+
         /// Whatever refunds are asked, the refunded amount never exceeds the
         /// total, and the status says CANCELED exactly when all is refunded.
         #[test]

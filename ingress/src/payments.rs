@@ -11,8 +11,10 @@ use crate::security::card::CardCipher;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use thiserror::Error;
-use ticketing_domain::ids::{BookingId, CommandId, ConcertId, PaymentId, ScheduleId, UserId};
-use ticketing_domain::payment::{Card, PaymentLedger, PaymentRecord, PaymentStatus};
+use ticketing_domain::ids::{
+    BookingId, CommandId, ConcertId, PaymentId, RefundId, ScheduleId, UserId,
+};
+use ticketing_domain::payment::{Card, PaymentLedger, PaymentRecord, PaymentStatus, RefundError};
 use ticketing_domain::schedule::{Command, Rejection, Reply};
 use ticketing_payments::{ChargeRequest, PaymentProvider, ProviderError};
 use ticketing_storage::{PaymentCreated, PaymentStore, StoreError};
@@ -56,6 +58,55 @@ impl From<StoreError> for PayError {
     }
 }
 
+/// A request to refund some (or all) of a payment's bookings.
+#[derive(Clone, Debug)]
+pub struct CancelRequest {
+    pub payment_id: PaymentId,
+    /// Names the refund: a retried request with the same id is the same
+    /// refund, carried out once.
+    pub refund_id: RefundId,
+    /// `None`: every booking not cancelled yet.
+    pub booking_ids: Option<Vec<BookingId>>,
+    pub reason: String,
+}
+
+#[derive(Debug, Error)]
+pub enum CancelError {
+    #[error("no such payment")]
+    NotFound,
+    #[error(transparent)]
+    Refused(#[from] RefundError),
+    /// The processor found the seats not refundable (not sold by this
+    /// payment): nothing was given back.
+    #[error("the seats of these bookings are not refundable")]
+    NotRefundable,
+    /// The outcome is not known yet; the refund finishes itself, and a retry
+    /// with the same key reports it.
+    #[error("refund of payment {0} is still being carried out")]
+    Pending(PaymentId),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for CancelError {
+    fn from(e: StoreError) -> Self {
+        CancelError::Unavailable(e.to_string())
+    }
+}
+
+impl From<PayError> for CancelError {
+    fn from(e: PayError) -> Self {
+        match e {
+            PayError::Pending(id) => CancelError::Pending(id),
+            other => CancelError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Compare-and-set rounds before a refund request gives up on a payment
+/// that keeps changing under it.
+const CAS_ROUNDS: usize = 8;
+
 /// The id of one step of one payment, stable across retries.
 fn step_id(payment: PaymentId, step: &str) -> CommandId {
     CommandId::from_uuid(derived_uuid(&[
@@ -63,6 +114,11 @@ fn step_id(payment: PaymentId, step: &str) -> CommandId {
         payment.as_uuid().as_bytes(),
         step.as_bytes(),
     ]))
+}
+
+/// The processor command of one refund, stable across retries and sweeps.
+fn refund_step_id(refund: RefundId) -> CommandId {
+    CommandId::from_uuid(derived_uuid(&[b"refund-step", refund.as_uuid().as_bytes()]))
 }
 
 pub struct PaymentService {
@@ -135,6 +191,8 @@ impl PaymentService {
             payment_key: None,
             created_at: now,
             updated_at: now,
+            revision: 0,
+            refunds: vec![],
         };
         let (record, replay) = match self.store.create_payment(&record).await? {
             PaymentCreated::Created => (record, false),
@@ -260,11 +318,8 @@ impl PaymentService {
         payment_key: Option<String>,
         now: DateTime<Utc>,
     ) -> Result<PaymentRecord, PayError> {
-        let mut next = record.clone();
-        next.ledger = ledger;
-        next.payment_key = payment_key;
-        next.updated_at = now;
-        if self.store.update_payment(&record.ledger, &next).await? {
+        let next = record.with_ledger(ledger, payment_key, now);
+        if self.store.update_payment(record, &next).await? {
             return Ok(next);
         }
         self.store
@@ -273,10 +328,151 @@ impl PaymentService {
             .ok_or_else(|| PayError::Unavailable("the payment vanished".into()))
     }
 
-    /// Settles payments left WAITING since before `before` (a crash between
-    /// the charge and its record): asks the provider, never charges.
+    /// The payment as recorded.
+    pub async fn payment(&self, id: PaymentId) -> Result<Option<PaymentRecord>, StoreError> {
+        self.store.payment(id).await
+    }
+
+    /// Refunds some bookings of a paid payment: the refund is recorded in
+    /// flight, the processor puts the seats back on sale, the provider gives
+    /// the money back, and the ledger moves. Each step is repeatable, so a
+    /// retry (or the sweeper, after a crash) finishes what was started.
+    /// `Ok((record, replay))`: `replay` when the refund existed.
+    pub async fn cancel(
+        &self,
+        req: CancelRequest,
+        now: DateTime<Utc>,
+    ) -> Result<(PaymentRecord, bool), CancelError> {
+        let mut record = self
+            .store
+            .payment(req.payment_id)
+            .await?
+            .ok_or(CancelError::NotFound)?;
+        for _ in 0..CAS_ROUNDS {
+            if record.refund(req.refund_id).is_some() {
+                let done = self.finish_refund(record, req.refund_id, now).await?;
+                return Ok((done, true));
+            }
+            // Someone else's refund is in flight (a concurrent request, or
+            // one cut short by a crash): it goes first.
+            if let Some(other) = record.refund_in_flight().map(|r| r.refund_id) {
+                record = match self.finish_refund(record, other, now).await {
+                    Ok(r) => r,
+                    Err(CancelError::NotRefundable) => self.reload(req.payment_id).await?,
+                    Err(e) => return Err(e),
+                };
+                continue;
+            }
+            let asked = record.request_refund(
+                req.refund_id,
+                req.booking_ids.as_deref(),
+                &req.reason,
+                now,
+            )?;
+            if self.store.update_payment(&record, &asked).await? {
+                let done = self.finish_refund(asked, req.refund_id, now).await?;
+                return Ok((done, false));
+            }
+            record = self.reload(req.payment_id).await?;
+        }
+        Err(CancelError::Unavailable(
+            "the payment kept changing; retry".into(),
+        ))
+    }
+
+    async fn reload(&self, id: PaymentId) -> Result<PaymentRecord, CancelError> {
+        self.store
+            .payment(id)
+            .await?
+            .ok_or_else(|| CancelError::Unavailable("the payment vanished".into()))
+    }
+
+    /// Carries a recorded refund to its end (or reports it ended).
+    async fn finish_refund(
+        &self,
+        mut record: PaymentRecord,
+        id: RefundId,
+        now: DateTime<Utc>,
+    ) -> Result<PaymentRecord, CancelError> {
+        for _ in 0..CAS_ROUNDS {
+            let refund = record
+                .refund(id)
+                .cloned()
+                .ok_or(CancelError::NotRefundable)?;
+            if refund.refunded_at.is_some() {
+                return Ok(record);
+            }
+            let seats = Command::Refund {
+                payment_id: record.payment_id,
+                booking_ids: refund.booking_ids.clone(),
+            };
+            match self
+                .schedules
+                .decide(record.schedule_id, refund_step_id(id), seats)
+                .await
+            {
+                Ok(Reply::Refunded { amount, .. }) => {
+                    if amount != refund.amount {
+                        // The last refund takes the remainder of a total that
+                        // does not divide evenly; anything else is a bug.
+                        tracing::warn!(payment_id = %record.payment_id, refund_id = %id,
+                            seats_amount = amount, refund_amount = refund.amount,
+                            "refund amount differs from the seats' price");
+                    }
+                }
+                Ok(Reply::Rejected(Rejection::NotRefundable)) => {
+                    let dropped = record.drop_refund(id, now);
+                    if !self.store.update_payment(&record, &dropped).await? {
+                        record = self.reload(record.payment_id).await?;
+                        continue;
+                    }
+                    return Err(CancelError::NotRefundable);
+                }
+                Ok(other) => {
+                    return Err(CancelError::Unavailable(format!(
+                        "unexpected reply {other:?}"
+                    )))
+                }
+                Err(GatewayError::Pending(_)) => {
+                    return Err(CancelError::Pending(record.payment_id))
+                }
+                Err(GatewayError::Unavailable(why)) => return Err(CancelError::Unavailable(why)),
+            }
+            let key = record
+                .payment_key
+                .clone()
+                .ok_or_else(|| CancelError::Unavailable("a paid payment without its key".into()))?;
+            match self
+                .provider
+                .cancel(&key, refund.amount, &refund.reason, &id.to_string())
+                .await
+            {
+                Ok(_) => {}
+                Err(ProviderError::Unknown(_) | ProviderError::Unavailable(_)) => {
+                    return Err(CancelError::Pending(record.payment_id))
+                }
+                Err(e) => return Err(CancelError::Unavailable(e.to_string())),
+            }
+            let next = record
+                .finish_refund(id, now)
+                .map_err(|e| CancelError::Unavailable(e.to_string()))?;
+            if self.store.update_payment(&record, &next).await? {
+                tracing::info!(payment_id = %record.payment_id, refund_id = %id,
+                    amount = refund.amount, "refunded");
+                return Ok(next);
+            }
+            record = self.reload(record.payment_id).await?;
+        }
+        Err(CancelError::Unavailable(
+            "the payment kept changing; retry".into(),
+        ))
+    }
+
+    /// Finishes payments in flight since before `before` (a crash between
+    /// the charge and its record, or in the middle of a refund): asks the
+    /// provider, never charges.
     pub async fn sweep(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> usize {
-        let waiting = match self.store.waiting_payments_before(before, 100).await {
+        let in_flight = match self.store.payments_in_flight_before(before, 100).await {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(error = %e, "payment sweep: store unavailable");
@@ -284,11 +480,22 @@ impl PaymentService {
             }
         };
         let mut settled = 0;
-        for record in waiting {
+        for record in in_flight {
             let id = record.payment_id;
-            match self.settle(record, None, now).await {
-                Ok(_) | Err(PayError::Rejected(_)) => settled += 1,
-                Err(e) => tracing::info!(payment_id = %id, error = %e, "payment not settled yet"),
+            if record.ledger.status == PaymentStatus::Waiting {
+                match self.settle(record, None, now).await {
+                    Ok(_) | Err(PayError::Rejected(_)) => settled += 1,
+                    Err(e) => {
+                        tracing::info!(payment_id = %id, error = %e, "payment not settled yet")
+                    }
+                }
+            } else if let Some(refund) = record.refund_in_flight().map(|r| r.refund_id) {
+                match self.finish_refund(record, refund, now).await {
+                    Ok(_) | Err(CancelError::NotRefundable) => settled += 1,
+                    Err(e) => {
+                        tracing::info!(payment_id = %id, error = %e, "refund not finished yet")
+                    }
+                }
             }
         }
         settled
@@ -473,6 +680,8 @@ mod tests {
                 payment_key: None,
                 created_at: t(2),
                 updated_at: t(2),
+                revision: 0,
+                refunds: vec![],
             }
         }
 
@@ -684,5 +893,179 @@ mod tests {
         );
         assert_eq!(w.store.payment(req.payment_id).await.unwrap(), None);
         assert_eq!(w.sandbox.charges(), 0);
+    }
+
+    fn cancel(
+        payment: PaymentId,
+        refund: RefundId,
+        bookings: Option<Vec<BookingId>>,
+    ) -> CancelRequest {
+        CancelRequest {
+            payment_id: payment,
+            refund_id: refund,
+            booking_ids: bookings,
+            reason: "cannot come".into(),
+        }
+    }
+
+    async fn balance(w: &World, id: PaymentId) -> i64 {
+        w.sandbox
+            .lookup(&id.to_string())
+            .await
+            .unwrap()
+            .unwrap()
+            .balance_amount
+    }
+
+    #[tokio::test]
+    async fn a_partial_then_a_full_refund_puts_the_seats_back_on_sale() {
+        let w = world().await;
+        let id = PaymentId::from_uuid(uid());
+        w.service.pay(w.request(id, CARD_OK), t(2)).await.unwrap();
+        let first = RefundId::from_uuid(uid());
+        let (part, replay) = w
+            .service
+            .cancel(cancel(id, first, Some(vec![w.bookings[0]])), t(3))
+            .await
+            .unwrap();
+        assert!(!replay);
+        assert_eq!(part.ledger.status, PaymentStatus::PartCanceled);
+        assert_eq!(part.ledger.refund_price, 70_000);
+        assert_eq!((w.seat(1), w.seat(2)), (Available, Sold));
+        assert_eq!(balance(&w, id).await, 70_000);
+        // The same request again: the same refund, reported, not repeated.
+        let (again, replay) = w
+            .service
+            .cancel(cancel(id, first, Some(vec![w.bookings[0]])), t(4))
+            .await
+            .unwrap();
+        assert!(replay);
+        assert_eq!(again, part);
+        assert_eq!(balance(&w, id).await, 70_000);
+        // A new request for the same booking: it is cancelled already.
+        let e = w
+            .service
+            .cancel(
+                cancel(id, RefundId::from_uuid(uid()), Some(vec![w.bookings[0]])),
+                t(4),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, CancelError::Refused(RefundError::BookingAlreadyCancelled(b)) if b == w.bookings[0]),
+            "{e:?}"
+        );
+        // The rest.
+        let (all, _) = w
+            .service
+            .cancel(cancel(id, RefundId::from_uuid(uid()), None), t(5))
+            .await
+            .unwrap();
+        assert_eq!(all.ledger.status, PaymentStatus::Canceled);
+        assert_eq!(all.ledger.refund_price, 140_000);
+        assert_eq!((w.seat(1), w.seat(2)), (Available, Available));
+        assert_eq!(balance(&w, id).await, 0);
+        let e = w
+            .service
+            .cancel(cancel(id, RefundId::from_uuid(uid()), None), t(6))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, CancelError::Refused(RefundError::AlreadyCanceled)),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refund_cut_short_by_a_crash_is_finished_by_the_sweeper() {
+        let w = world().await;
+        let id = PaymentId::from_uuid(uid());
+        let (paid, _) = w.service.pay(w.request(id, CARD_OK), t(2)).await.unwrap();
+        // The refund is recorded and the seats go back on sale... and the
+        // process dies before the provider is asked.
+        let refund = RefundId::from_uuid(uid());
+        let asked = paid
+            .request_refund(refund, None, "cannot come", t(3))
+            .unwrap();
+        assert!(w.store.update_payment(&paid, &asked).await.unwrap());
+        w.gateway
+            .decide(
+                w.schedule,
+                refund_step_id(refund),
+                Command::Refund {
+                    payment_id: id,
+                    booking_ids: w.bookings.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(balance(&w, id).await, 140_000, "not paid back yet");
+        assert_eq!(w.service.sweep(t(2), t(40)).await, 0, "not due yet");
+        assert_eq!(w.service.sweep(t(30), t(40)).await, 1);
+        let stored = w.store.payment(id).await.unwrap().unwrap();
+        assert_eq!(stored.ledger.status, PaymentStatus::Canceled);
+        assert_eq!(stored.refund(refund).unwrap().refunded_at, Some(t(40)));
+        assert_eq!(balance(&w, id).await, 0);
+        assert_eq!((w.seat(1), w.seat(2)), (Available, Available));
+        assert_eq!(w.service.sweep(t(50), t(50)).await, 0, "nothing left");
+    }
+
+    #[tokio::test]
+    async fn a_refund_in_flight_goes_before_the_next_one() {
+        let w = world().await;
+        let id = PaymentId::from_uuid(uid());
+        let (paid, _) = w.service.pay(w.request(id, CARD_OK), t(2)).await.unwrap();
+        let stuck = RefundId::from_uuid(uid());
+        let asked = paid
+            .request_refund(stuck, Some(&w.bookings[..1]), "first", t(3))
+            .unwrap();
+        assert!(w.store.update_payment(&paid, &asked).await.unwrap());
+        let (done, _) = w
+            .service
+            .cancel(cancel(id, RefundId::from_uuid(uid()), None), t(4))
+            .await
+            .unwrap();
+        assert_eq!(done.ledger.status, PaymentStatus::Canceled);
+        assert_eq!(done.refunds.len(), 2);
+        assert_eq!(
+            done.refund(stuck).unwrap().booking_ids,
+            w.bookings[..1].to_vec()
+        );
+        assert_eq!(balance(&w, id).await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_payment_is_not_refundable() {
+        let w = world().await;
+        let id = PaymentId::from_uuid(uid());
+        w.service
+            .pay(w.request(id, CARD_DECLINED), t(2))
+            .await
+            .unwrap_err();
+        let e = w
+            .service
+            .cancel(cancel(id, RefundId::from_uuid(uid()), None), t(3))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                CancelError::Refused(RefundError::NotPaid(PaymentStatus::Failed))
+            ),
+            "{e:?}"
+        );
+        let e = w
+            .service
+            .cancel(
+                cancel(
+                    PaymentId::from_uuid(uid()),
+                    RefundId::from_uuid(uid()),
+                    None,
+                ),
+                t(3),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CancelError::NotFound), "{e:?}");
     }
 }

@@ -13,7 +13,9 @@ use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use ticketing_domain::account::{Email, Nickname, Role, User};
 use ticketing_domain::audit::{Audit, Deletion};
 use ticketing_domain::catalog::{Concert, Schedule, SeatGrid, Stage};
-use ticketing_domain::ids::{BookingId, ConcertId, PaymentId, ScheduleId, StageId, UserId};
+use ticketing_domain::ids::{
+    BookingId, ConcertId, PaymentId, RefundId, ScheduleId, StageId, UserId,
+};
 use ticketing_domain::payment::{PaymentLedger, PaymentRecord, PaymentStatus};
 use uuid::Uuid;
 
@@ -514,6 +516,8 @@ pub fn payment(created_at: DateTime<Utc>) -> PaymentRecord {
         payment_key: None,
         created_at,
         updated_at: created_at,
+        revision: 0,
+        refunds: vec![],
     }
 }
 
@@ -542,75 +546,104 @@ pub async fn payments(store: &dyn PaymentStore) {
         None
     );
 
-    // WAITING payments older than a moment are listed, oldest first.
+    // Payments in flight since before a moment are listed, oldest first.
     let older = payment(at - Duration::seconds(30));
     store.create_payment(&older).await.unwrap();
     let mut done = payment(at - Duration::seconds(20));
     done.ledger = done.ledger.complete().unwrap();
     store.create_payment(&done).await.unwrap();
-    let waiting = store
-        .waiting_payments_before(at + Duration::seconds(1), 100)
+    let in_flight = |before| async move {
+        store
+            .payments_in_flight_before(before, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|w| w.payment_id)
+            .collect::<Vec<_>>()
+    };
+    let ids: Vec<PaymentId> = in_flight(at + Duration::seconds(1))
         .await
-        .unwrap();
-    let ids: Vec<PaymentId> = waiting
-        .iter()
-        .filter(|w| [p.payment_id, older.payment_id, done.payment_id].contains(&w.payment_id))
-        .map(|w| w.payment_id)
+        .into_iter()
+        .filter(|w| [p.payment_id, older.payment_id, done.payment_id].contains(w))
         .collect();
     assert_eq!(
         ids,
         vec![older.payment_id, p.payment_id],
         "only WAITING, oldest first"
     );
-    assert!(store
-        .waiting_payments_before(at - Duration::seconds(31), 100)
+    assert!(!in_flight(at - Duration::seconds(31))
         .await
-        .unwrap()
-        .iter()
-        .all(|w| w.payment_id != older.payment_id));
+        .contains(&older.payment_id));
 
-    // Compare-and-set: the first change wins, a stale one is refused.
-    let mut charged = p.clone();
-    charged.ledger = p.ledger.complete().unwrap();
-    charged.payment_key = Some("pk_1".into());
-    charged.updated_at = at + Duration::seconds(2);
-    let mut failed = p.clone();
-    failed.ledger = p.ledger.fail().unwrap();
-    assert!(store.update_payment(&p.ledger, &charged).await.unwrap());
+    // Compare-and-set on the revision: the first change wins, a stale one is
+    // refused.
+    let charged = p.with_ledger(
+        p.ledger.complete().unwrap(),
+        Some("pk_1".into()),
+        at + Duration::seconds(2),
+    );
+    let failed = p.with_ledger(p.ledger.fail().unwrap(), None, at);
+    assert!(store.update_payment(&p, &charged).await.unwrap());
     assert!(
-        !store.update_payment(&p.ledger, &failed).await.unwrap(),
-        "stale ledger"
+        !store.update_payment(&p, &failed).await.unwrap(),
+        "stale revision"
     );
     let stored = store.payment(p.payment_id).await.unwrap().unwrap();
     assert_eq!(stored, charged);
-    // Only the ledger, key and time change.
-    let mut sneaky = charged.clone();
-    sneaky.ledger = charged.ledger.refund(40_000).unwrap();
+    assert_eq!(stored.revision, 1);
+    // Out of WAITING, out of the sweeper's list.
+    assert!(!in_flight(at + Duration::seconds(1))
+        .await
+        .contains(&p.payment_id));
+
+    // A refund in flight is listed from when it was asked, and its record
+    // moves with the ledger in one change.
+    let refund_id = RefundId::from_uuid(Uuid::now_v7());
+    let asked_at = at + Duration::seconds(3);
+    let asked = stored
+        .request_refund(
+            refund_id,
+            Some(&p.booking_ids[..1]),
+            "cannot come",
+            asked_at,
+        )
+        .unwrap();
+    assert!(store.update_payment(&stored, &asked).await.unwrap());
+    assert_eq!(store.payment(p.payment_id).await.unwrap().unwrap(), asked);
+    assert!(in_flight(asked_at + Duration::seconds(1))
+        .await
+        .contains(&p.payment_id));
+    assert!(!in_flight(asked_at).await.contains(&p.payment_id));
+    let refunded = asked
+        .finish_refund(refund_id, at + Duration::seconds(4))
+        .unwrap();
+    assert!(store.update_payment(&asked, &refunded).await.unwrap());
+    assert!(
+        !store.update_payment(&asked, &refunded).await.unwrap(),
+        "a refund lands once"
+    );
+    // Only the ledger, refunds, key and time change.
+    let mut sneaky = refunded.clone();
     sneaky.ledger.total_price = 1;
     sneaky.card_last4 = "9999".into();
     sneaky.booking_ids.clear();
-    assert!(store
-        .update_payment(&charged.ledger, &sneaky)
-        .await
-        .unwrap());
+    sneaky.revision += 1;
+    assert!(store.update_payment(&refunded, &sneaky).await.unwrap());
     let stored = store.payment(p.payment_id).await.unwrap().unwrap();
     assert_eq!(
         (stored.ledger.status, stored.ledger.refund_price),
-        (PaymentStatus::PartCanceled, 40_000)
+        (PaymentStatus::PartCanceled, 70_000)
     );
     assert_eq!(stored.ledger.total_price, 140_000, "the total is fixed");
     assert_eq!(stored.card_last4, "4242");
     assert_eq!(stored.booking_ids, p.booking_ids);
-    // Out of WAITING, out of the sweeper's list.
-    assert!(store
-        .waiting_payments_before(at + Duration::seconds(1), 100)
+    assert_eq!(stored.refunds, refunded.refunds);
+    assert!(!in_flight(asked_at + Duration::seconds(1))
         .await
-        .unwrap()
-        .iter()
-        .all(|w| w.payment_id != p.payment_id));
+        .contains(&p.payment_id));
     assert!(
         !store
-            .update_payment(&PaymentLedger::new(1), &payment(at))
+            .update_payment(&payment(at), &payment(at))
             .await
             .unwrap(),
         "an unknown payment is not updated"

@@ -768,8 +768,8 @@ impl Queries {
             payment_serial: serial(prepare(s, &select(PaymentRow::COLUMNS, "payments", "payment_id = ?")).await?),
             update_payment: prepare(
                 s,
-                "UPDATE payments SET status = ?, refund_price = ?, payment_key = ?, updated_at = ? \
-                 WHERE payment_id = ? IF status = ? AND refund_price = ?",
+                "UPDATE payments SET status = ?, refund_price = ?, payment_key = ?, updated_at = ?, \
+                 revision = ?, refunds = ? WHERE payment_id = ? IF revision = ?",
             )
             .await?,
             put_waiting: idempotent(
@@ -781,7 +781,7 @@ impl Queries {
             waiting: idempotent(
                 prepare(
                     s,
-                    "SELECT payment_id FROM payments_waiting WHERE bucket = 0 AND created_at < ? LIMIT ?",
+                    "SELECT created_at, payment_id FROM payments_waiting WHERE bucket = 0 AND created_at < ? LIMIT ?",
                 )
                 .await?,
             ),
@@ -1351,6 +1351,8 @@ row!(PaymentRow {
     card_last4: String,
     card: String,
     payment_key: Option<String>,
+    revision: i64,
+    refunds: String,
 });
 
 impl PaymentRow {
@@ -1367,6 +1369,8 @@ impl PaymentRow {
             p.card_last4.clone(),
             p.card_cipher.clone(),
             p.payment_key.clone(),
+            p.revision as i64,
+            serde_json::to_string(&p.refunds).expect("refunds serialise"),
             // The buyer creates a payment; its outcomes are the platform's.
             // Payments are never deleted: money leaves a trail.
             &Audit {
@@ -1406,6 +1410,10 @@ impl PaymentRow {
             payment_key: self.payment_key,
             created_at: audit.created_at,
             updated_at: audit.updated_at,
+            revision: u64::try_from(self.revision)
+                .map_err(|_| corrupt(format!("payment revision {}", self.revision)))?,
+            refunds: serde_json::from_str(&self.refunds)
+                .map_err(|e| corrupt(format!("payment refunds: {e}")))?,
         })
     }
 }
@@ -1427,14 +1435,10 @@ impl CqlStore {
 impl PaymentStore for CqlStore {
     async fn create_payment(&self, payment: &PaymentRecord) -> Result<PaymentCreated, StoreError> {
         let row = PaymentRow::from_payment(payment);
-        let waiting = payment.ledger.status == PaymentStatus::Waiting;
-        if waiting {
+        if let Some(since) = payment.in_flight_since() {
             // Indexed first: a stale index row is skipped by the sweeper, a
             // missing one would hide a payment from it.
-            self.session()
-                .execute_unpaged(&self.q().put_waiting, (row.created_at, row.payment_id))
-                .await
-                .map_err(unavailable)?;
+            self.put_in_flight(since, payment.payment_id).await?;
         }
         for attempt in 0..LWT_ATTEMPTS {
             backoff(attempt).await;
@@ -1474,76 +1478,95 @@ impl PaymentStore for CqlStore {
 
     async fn update_payment(
         &self,
-        expected: &PaymentLedger,
+        expected: &PaymentRecord,
         next: &PaymentRecord,
     ) -> Result<bool, StoreError> {
         let id = next.payment_id.as_uuid();
-        let updated_at = millis(next.updated_at);
+        let row = PaymentRow::from_payment(next);
+        let revision = expected.revision + 1;
+        let was = expected.in_flight_since();
+        let will = next.in_flight_since();
+        if let Some(since) = will.filter(|w| Some(*w) != was) {
+            self.put_in_flight(since, next.payment_id).await?;
+        }
         let values = (
-            next.ledger.status.as_str(),
-            next.ledger.refund_price,
-            next.payment_key.clone(),
-            updated_at,
+            row.status.as_str(),
+            row.refund_price,
+            row.payment_key.clone(),
+            millis(next.updated_at),
+            revision as i64,
+            row.refunds.as_str(),
             id,
-            expected.status.as_str(),
-            expected.refund_price,
+            expected.revision as i64,
         );
         for attempt in 0..LWT_ATTEMPTS {
             backoff(attempt).await;
-            match self
+            let applied = match self
                 .session()
                 .execute_unpaged(&self.q().update_payment, values.clone())
                 .await
             {
-                Ok(result) => {
-                    let done = applied(result)?;
-                    if done {
-                        self.left_waiting(expected, next).await;
-                    }
-                    return Ok(done);
+                Ok(result) => Some(applied(result)?),
+                Err(e) => {
+                    tracing::debug!(error = %e, "payment update outcome unknown");
+                    None
                 }
-                Err(e) => tracing::debug!(error = %e, "payment update outcome unknown"),
-            }
-            let Some(found) = settle(self.payment_row(&self.q().payment_serial, id).await) else {
-                continue;
             };
-            match found {
-                None => return Ok(false),
-                Some(now) if now.ledger == next.ledger && now.updated_at == updated_at => {
-                    self.left_waiting(expected, next).await;
-                    return Ok(true);
+            let done = match applied {
+                Some(done) => done,
+                // Unknown: what is there now decides.
+                None => {
+                    let Some(found) = settle(self.payment_row(&self.q().payment_serial, id).await)
+                    else {
+                        continue;
+                    };
+                    match found {
+                        None => false,
+                        // Ours if it carries what we wrote.
+                        Some(now) if now.revision == revision => {
+                            (&now.ledger, &now.payment_key, &now.refunds)
+                                == (&next.ledger, &next.payment_key, &next.refunds)
+                        }
+                        Some(now) if now.revision == expected.revision => continue,
+                        Some(_) => false,
+                    }
                 }
-                Some(now) if now.ledger == *expected => continue,
-                Some(_) => return Ok(false),
+            };
+            if done {
+                if let Some(since) = was.filter(|w| Some(*w) != will) {
+                    self.drop_in_flight(since, next.payment_id).await;
+                }
             }
+            return Ok(done);
         }
         Err(unavailable("payment update: no outcome after retries"))
     }
 
-    async fn waiting_payments_before(
+    async fn payments_in_flight_before(
         &self,
         before: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<PaymentRecord>, StoreError> {
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        let ids = self
+        let entries = self
             .session()
             .execute_unpaged(&self.q().waiting, (millis(before), limit))
             .await
             .map_err(unavailable)?
             .into_rows_result()
             .map_err(corrupt)?
-            .rows::<(Uuid,)>()
+            .rows::<(DateTime<Utc>, Uuid)>()
             .map_err(corrupt)?
-            .map(|r| r.map(|(id,)| id).map_err(corrupt))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            match self.payment(PaymentId::from_uuid(id)).await? {
-                Some(p) if p.ledger.status == PaymentStatus::Waiting => out.push(p),
-                // Left WAITING (its index row outlived it): tidy up.
-                Some(p) => self.drop_waiting(&p).await,
-                None => {}
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(corrupt)?;
+        let mut out = Vec::with_capacity(entries.len());
+        for (since, id) in entries {
+            let id = PaymentId::from_uuid(id);
+            match self.payment(id).await? {
+                Some(p) if p.in_flight_since() == Some(since) => out.push(p),
+                // The payment moved on (its index row outlived the change, or
+                // an update that wrote it was refused): tidy up.
+                _ => self.drop_in_flight(since, id).await,
             }
         }
         Ok(out)
@@ -1551,22 +1574,19 @@ impl PaymentStore for CqlStore {
 }
 
 impl CqlStore {
-    async fn left_waiting(&self, before: &PaymentLedger, next: &PaymentRecord) {
-        if before.status == PaymentStatus::Waiting && next.ledger.status != PaymentStatus::Waiting {
-            if let Ok(Some(p)) = self.payment(next.payment_id).await {
-                self.drop_waiting(&p).await;
-            }
-        }
+    async fn put_in_flight(&self, since: DateTime<Utc>, id: PaymentId) -> Result<(), StoreError> {
+        self.session()
+            .execute_unpaged(&self.q().put_waiting, (millis(since), id.as_uuid()))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     /// Best effort: a row left behind is dropped by the next sweep.
-    async fn drop_waiting(&self, p: &PaymentRecord) {
+    async fn drop_in_flight(&self, since: DateTime<Utc>, id: PaymentId) {
         if let Err(e) = self
             .session()
-            .execute_unpaged(
-                &self.q().drop_waiting,
-                (millis(p.created_at), p.payment_id.as_uuid()),
-            )
+            .execute_unpaged(&self.q().drop_waiting, (millis(since), id.as_uuid()))
             .await
         {
             tracing::debug!(error = %e, "stale payments_waiting row kept for the next sweep");

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use ticketing_domain::account::{Email, User};
 use ticketing_domain::catalog::{Concert, Schedule, Stage};
 use ticketing_domain::ids::{ConcertId, PaymentId, ScheduleId, StageId, UserId};
-use ticketing_domain::payment::{PaymentLedger, PaymentRecord, PaymentStatus};
+use ticketing_domain::payment::PaymentRecord;
 use uuid::Uuid;
 
 type Json = &'static [u8];
@@ -44,7 +44,8 @@ const CONCERTS_BY_CREATED: TableDefinition<(Instant, u128), ()> =
     TableDefinition::new("concerts_by_created");
 const SCHEDULES: TableDefinition<u128, Json> = TableDefinition::new("schedules");
 const PAYMENTS: TableDefinition<u128, Json> = TableDefinition::new("payments");
-/// WAITING payments by creation: what the sweeper asks the provider about.
+/// Payments in flight (a charge or a refund not finished), by when they went
+/// in flight: what the sweeper finishes.
 const PAYMENTS_WAITING: TableDefinition<(Instant, u128), ()> =
     TableDefinition::new("payments_waiting");
 const SCHEDULES_BY_CONCERT: TableDefinition<(u128, u128), ()> =
@@ -439,8 +440,7 @@ impl PaymentStore for EmbeddedStore {
     async fn create_payment(&self, payment: &PaymentRecord) -> Result<PaymentCreated, StoreError> {
         let id = payment.payment_id.as_uuid().as_u128();
         let row = encode(payment)?;
-        let waiting =
-            (payment.ledger.status == PaymentStatus::Waiting).then(|| instant(payment.created_at));
+        let waiting = payment.in_flight_since().map(instant);
         self.write(move |txn| {
             let mut payments = txn.open_table(PAYMENTS).map_err(unavailable)?;
             if let Some(existing) = get_row::<PaymentRecord>(&payments, "payment", id)? {
@@ -462,41 +462,47 @@ impl PaymentStore for EmbeddedStore {
 
     async fn update_payment(
         &self,
-        expected: &PaymentLedger,
+        expected: &PaymentRecord,
         next: &PaymentRecord,
     ) -> Result<bool, StoreError> {
         let id = next.payment_id.as_uuid().as_u128();
-        let expected = *expected;
+        let expected = expected.revision;
         let next = next.clone();
         self.write(move |txn| {
             let mut payments = txn.open_table(PAYMENTS).map_err(unavailable)?;
             let Some(mut stored) = get_row::<PaymentRecord>(&payments, "payment", id)? else {
                 return Ok(false);
             };
-            if stored.ledger != expected {
+            if stored.revision != expected {
                 return Ok(false);
             }
-            let was_waiting = stored.ledger.status == PaymentStatus::Waiting;
-            // The total is fixed at creation; the status and refunds move.
+            let was = stored.in_flight_since();
+            // The identity, the total and the card are fixed at creation.
             stored.ledger.status = next.ledger.status;
             stored.ledger.refund_price = next.ledger.refund_price;
             stored.payment_key = next.payment_key;
+            stored.refunds = next.refunds;
             stored.updated_at = next.updated_at;
+            stored.revision = expected + 1;
             payments
                 .insert(id, encode(&stored)?.as_slice())
                 .map_err(unavailable)?;
-            if was_waiting && stored.ledger.status != PaymentStatus::Waiting {
+            let will = stored.in_flight_since();
+            if was != will {
                 let mut index = txn.open_table(PAYMENTS_WAITING).map_err(unavailable)?;
-                index
-                    .remove((instant(stored.created_at), id))
-                    .map_err(unavailable)?;
+                if let Some(at) = was {
+                    index.remove((instant(at), id)).map_err(unavailable)?;
+                }
+                if let Some(at) = will {
+                    index.insert((instant(at), id), ()).map_err(unavailable)?;
+                }
             }
             Ok(true)
         })
         .await
     }
 
-    async fn waiting_payments_before(
+    async fn payments_in_flight_before(
         &self,
         before: DateTime<Utc>,
         limit: usize,

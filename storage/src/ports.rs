@@ -6,7 +6,7 @@ use ticketing_domain::account::{Email, Role, User};
 use ticketing_domain::booking::BookingStatus;
 use ticketing_domain::catalog::{Concert, Schedule, SeatStatus, Stage};
 use ticketing_domain::ids::{BookingId, ConcertId, PaymentId, ScheduleId, StageId, UserId};
-use ticketing_domain::payment::{PaymentLedger, PaymentRecord};
+use ticketing_domain::payment::PaymentRecord;
 use ticketing_domain::schedule::{QueueEntry, QueueStatus, RateWindow, SeatRef};
 use uuid::Uuid;
 
@@ -212,17 +212,19 @@ pub trait PaymentStore: Send + Sync + 'static {
     /// Creates the payment unless one with its id exists.
     async fn create_payment(&self, payment: &PaymentRecord) -> Result<PaymentCreated, StoreError>;
     async fn payment(&self, id: PaymentId) -> Result<Option<PaymentRecord>, StoreError>;
-    /// Sets the status, refunded amount, payment key and update time if the
-    /// stored ledger is still `expected`; `false` when another change got
+    /// Records `next` (its status, refunded amount, refunds, payment key and
+    /// update time) if the stored payment is still at `expected`'s revision,
+    /// and moves it to the revision after; `false` when another change got
     /// there first. Other fields (the total among them) never change.
     async fn update_payment(
         &self,
-        expected: &PaymentLedger,
+        expected: &PaymentRecord,
         next: &PaymentRecord,
     ) -> Result<bool, StoreError>;
-    /// Payments still WAITING that were created before `before`, oldest
-    /// first: the ones whose outcome must be asked of the provider.
-    async fn waiting_payments_before(
+    /// Payments in flight (a charge or a refund whose outcome is not
+    /// recorded) since before `before`, oldest first: the ones the sweeper
+    /// finishes.
+    async fn payments_in_flight_before(
         &self,
         before: DateTime<Utc>,
         limit: usize,
