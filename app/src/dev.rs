@@ -4,12 +4,13 @@
 //! the replies topic, reads come from a read model fed by the changelog.
 
 use crate::settings::DevSettings;
-use crate::{ingress_state, secrets, serve, Backends};
+use crate::{ingress_state, secrets, serve, spawn_payment_sweeper, Backends, IngressSecrets};
 use anyhow::Context;
 use std::sync::Arc;
 use ticketing_ingress::gateway::listen_for_replies;
 use ticketing_ingress::replies::PendingReplies;
 use ticketing_ingress::router;
+use ticketing_payments::sandbox::SandboxProvider;
 use ticketing_processors::{ProcessorConfig, ScheduleProcessor};
 use ticketing_runtime::shutdown::Shutdown;
 use ticketing_runtime::{Metrics, Readiness};
@@ -38,6 +39,12 @@ pub async fn run(
         .phone_keys
         .clone()
         .unwrap_or(secrets.phone_keys);
+    let card_keys = settings
+        .http
+        .card_keys
+        .clone()
+        .or(secrets.card_keys)
+        .context("no card keys")?;
 
     let store =
         EmbeddedStore::open(&dir.join("store.redb")).context("opening the embedded store")?;
@@ -61,13 +68,20 @@ pub async fn run(
     let reply_to = "dev".to_string();
     let state = ingress_state(
         &settings.http,
-        &token_secret,
-        &phone_keys,
+        IngressSecrets {
+            token_secret: &token_secret,
+            phone_keys: &phone_keys,
+            card_keys: &card_keys,
+        },
         Backends {
             accounts: Arc::new(store.clone()),
             catalog: Arc::new(store.clone()),
             sessions: Arc::new(store.clone()),
             schedule_reads: Arc::new(reads.clone()),
+            payments: Arc::new(store.clone()),
+            // The sandbox PG in process: test cards behave as on the real
+            // stack, with no server to run.
+            provider: Arc::new(SandboxProvider::new()),
             producer: Arc::new(log.producer()),
             codec: codec.clone(),
             replies: replies.clone(),
@@ -124,10 +138,13 @@ pub async fn run(
         shutdown.clone(),
     ));
 
+    let sweeper = spawn_payment_sweeper(state.payments.clone(), shutdown.clone());
+
     readiness.set(true);
     tracing::info!(data_dir = %dir.display(), "ticketing dev is up");
     let served = serve(listener, router(state), shutdown).await;
     readiness.set(false);
+    sweeper.await.context("payment sweeper task")?;
     sink.await.context("catalog sink task")??;
     view_sink.await.context("schedule read model task")??;
     processor.await.context("schedule processor task")??;

@@ -16,17 +16,22 @@ use chrono::Duration;
 use settings::HttpSettings;
 use std::sync::Arc;
 use ticketing_domain::schedule::Reply;
-use ticketing_ingress::gateway::LogGateway;
+use ticketing_ingress::gateway::{LogGateway, ScheduleGateway};
+use ticketing_ingress::payments::PaymentService;
 use ticketing_ingress::publish::EventPublisher;
 use ticketing_ingress::replies::PendingReplies;
+use ticketing_ingress::security::card::CardCipher;
 use ticketing_ingress::security::password::PasswordHasher;
 use ticketing_ingress::security::phone::PhoneCipher;
 use ticketing_ingress::security::tokens::TokenService;
 use ticketing_ingress::{bootstrap, AppState};
+use ticketing_payments::PaymentProvider;
 use ticketing_runtime::shutdown::Shutdown;
 use ticketing_runtime::{Metrics, Readiness};
 use ticketing_schemas::EventCodec;
-use ticketing_storage::{AccountStore, CatalogStore, ScheduleReadModel, SessionStore};
+use ticketing_storage::{
+    AccountStore, CatalogStore, PaymentStore, ScheduleReadModel, SessionStore,
+};
 use ticketing_transport::Producer;
 
 /// The engines behind the ingress's ports, as chosen by one way of running.
@@ -35,6 +40,8 @@ pub(crate) struct Backends {
     pub catalog: Arc<dyn CatalogStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub schedule_reads: Arc<dyn ScheduleReadModel>,
+    pub payments: Arc<dyn PaymentStore>,
+    pub provider: Arc<dyn PaymentProvider>,
     pub producer: Arc<dyn Producer>,
     pub codec: EventCodec,
     /// Where the processors' answers for this instance are handed over, and
@@ -43,37 +50,52 @@ pub(crate) struct Backends {
     pub reply_to: String,
 }
 
+/// Secrets the ingress needs; `dev` generates them, the real stack is given
+/// them.
+pub(crate) struct IngressSecrets<'a> {
+    pub token_secret: &'a str,
+    pub phone_keys: &'a str,
+    pub card_keys: &'a str,
+}
+
 /// The ingress's state from settings and backends, with the bootstrap MANAGER
 /// created if configured: the same for `dev` and the real stack.
 pub(crate) async fn ingress_state(
     http: &HttpSettings,
-    token_secret: &str,
-    phone_keys: &str,
+    secrets: IngressSecrets<'_>,
     backends: Backends,
     metrics: Metrics,
     readiness: Readiness,
 ) -> anyhow::Result<AppState> {
     let tokens = TokenService::new(
-        token_secret.as_bytes(),
+        secrets.token_secret.as_bytes(),
         Duration::seconds(http.access_ttl_secs),
         Duration::seconds(http.refresh_ttl_secs),
     )
     .context("TICKETING_TOKEN_SECRET")?;
-    let phones = PhoneCipher::from_spec(phone_keys).context("TICKETING_PHONE_KEYS")?;
+    let phones = PhoneCipher::from_spec(secrets.phone_keys).context("TICKETING_PHONE_KEYS")?;
+    let cards = CardCipher::from_spec(secrets.card_keys).context("TICKETING_CARD_KEYS")?;
     let publisher = EventPublisher::new(backends.codec, backends.producer, metrics.clone());
-    let gateway = LogGateway::new(
+    let gateway: Arc<dyn ScheduleGateway> = Arc::new(LogGateway::new(
         publisher.clone(),
         backends.replies,
         backends.reply_to,
         std::time::Duration::from_millis(http.decision_timeout_ms),
-    );
+    ));
+    let payments = Arc::new(PaymentService::new(
+        backends.payments,
+        backends.provider,
+        gateway.clone(),
+        cards,
+    ));
     let state = AppState {
         accounts: backends.accounts,
         catalog: backends.catalog,
         sessions: backends.sessions,
         publisher,
-        schedules: Arc::new(gateway),
+        schedules: gateway,
         schedule_reads: backends.schedule_reads,
+        payments,
         passwords: PasswordHasher::new(),
         phones,
         tokens,
@@ -84,6 +106,37 @@ pub(crate) async fn ingress_state(
         bootstrap::ensure_admin(&state, email, password).await?;
     }
     Ok(state)
+}
+
+/// Payments left in flight longer than this are finished by the sweeper; a
+/// request still working on one is well within it.
+const SWEEP_AFTER: chrono::Duration = chrono::Duration::seconds(60);
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Finishes payments and refunds cut short (a crash, a lost answer) until
+/// shutdown. Every ingress runs one; they may overlap, since every step is
+/// idempotent and every record change a compare-and-set.
+pub(crate) fn spawn_payment_sweeper(
+    payments: Arc<PaymentService>,
+    shutdown: Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        let stop = shutdown.wait();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tick.tick() => {
+                    let now = chrono::Utc::now();
+                    let settled = payments.sweep(now - SWEEP_AFTER, now).await;
+                    if settled > 0 {
+                        tracing::info!(settled, "payments finished by the sweeper");
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// Serves `router` until shutdown, finishing requests in flight.

@@ -9,12 +9,16 @@ use base64::Engine;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use ticketing_ingress::security::card::CardCipher;
 use ticketing_ingress::security::phone::PhoneCipher;
 
 #[derive(Serialize, Deserialize)]
 pub struct DevSecrets {
     pub token_secret: String,
     pub phone_keys: String,
+    /// Absent in data directories made before payments: generated then.
+    #[serde(default)]
+    pub card_keys: Option<String>,
 }
 
 pub fn load_or_create(dir: &Path) -> anyhow::Result<DevSecrets> {
@@ -22,21 +26,34 @@ pub fn load_or_create(dir: &Path) -> anyhow::Result<DevSecrets> {
     if path.exists() {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        return serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()));
+        let mut secrets: DevSecrets =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if secrets.card_keys.is_none() {
+            secrets.card_keys = Some(CardCipher::generate_spec("dev1"));
+            save(dir, &secrets)?;
+        }
+        return Ok(secrets);
     }
     let mut raw = [0u8; 48];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let secrets = DevSecrets {
         token_secret: B64.encode(raw),
         phone_keys: PhoneCipher::generate_spec("dev1"),
+        card_keys: Some(CardCipher::generate_spec("dev1")),
     };
+    save(dir, &secrets)?;
+    Ok(secrets)
+}
+
+fn save(dir: &Path, secrets: &DevSecrets) -> anyhow::Result<()> {
+    let path = dir.join("secrets.json");
     let tmp = dir.join("secrets.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&secrets)?)?;
+    std::fs::write(&tmp, serde_json::to_vec_pretty(secrets)?)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
     }
     std::fs::rename(&tmp, &path)?;
-    Ok(secrets)
+    Ok(())
 }

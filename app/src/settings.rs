@@ -118,6 +118,10 @@ pub struct HttpSettings {
     /// encrypts, all decrypt. `dev` generates and keeps one.
     #[arg(long, env = "TICKETING_PHONE_KEYS", hide_env_values = true)]
     pub phone_keys: Option<String>,
+    /// Card encryption keys, in the same form as the phone keys and kept
+    /// apart from them. `dev` generates and keeps one.
+    #[arg(long, env = "TICKETING_CARD_KEYS", hide_env_values = true)]
+    pub card_keys: Option<String>,
     #[arg(long, env = "TICKETING_ACCESS_TTL_SECS", default_value_t = 900)]
     pub access_ttl_secs: i64,
     #[arg(long, env = "TICKETING_REFRESH_TTL_SECS", default_value_t = 14 * 24 * 3600)]
@@ -177,6 +181,16 @@ pub struct IngressSettings {
     pub http: HttpSettings,
     #[command(flatten)]
     pub stack: StackSettings,
+    /// The payment provider's API (the sandbox PG in the local stack).
+    #[arg(long, env = "TICKETING_PG_URL")]
+    pub pg_url: Option<String>,
+    /// The secret key this platform authenticates to the provider with.
+    #[arg(long, env = "TICKETING_PG_SECRET_KEY", hide_env_values = true)]
+    pub pg_secret_key: Option<String>,
+    /// How long one call to the provider may take before its outcome counts
+    /// as unknown (and is asked for instead of retried).
+    #[arg(long, env = "TICKETING_PG_TIMEOUT_MS", default_value_t = 10_000)]
+    pub pg_timeout_ms: u64,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -2,12 +2,13 @@
 //! schema registry.
 
 use crate::settings::{IngressSettings, ProcessorSettings, SinkSettings, StackSettings};
-use crate::{ingress_state, serve, Backends};
+use crate::{ingress_state, serve, spawn_payment_sweeper, Backends, IngressSecrets};
 use anyhow::Context;
 use std::sync::Arc;
 use ticketing_ingress::gateway::listen_for_replies;
 use ticketing_ingress::replies::PendingReplies;
 use ticketing_ingress::router;
+use ticketing_payments::http::PgClient;
 use ticketing_processors::{ProcessorConfig, ScheduleProcessor};
 use ticketing_runtime::shutdown::Shutdown;
 use ticketing_runtime::{ops_router, Metrics, Readiness};
@@ -66,6 +67,25 @@ pub async fn run_ingress(
         .phone_keys
         .clone()
         .context("TICKETING_PHONE_KEYS is required outside dev")?;
+    let card_keys = settings
+        .http
+        .card_keys
+        .clone()
+        .context("TICKETING_CARD_KEYS is required outside dev")?;
+    let pg_url = settings
+        .pg_url
+        .clone()
+        .context("TICKETING_PG_URL is required outside dev")?;
+    let pg_secret = settings
+        .pg_secret_key
+        .clone()
+        .context("TICKETING_PG_SECRET_KEY is required outside dev")?;
+    let provider = PgClient::new(
+        &pg_url,
+        &pg_secret,
+        std::time::Duration::from_millis(settings.pg_timeout_ms),
+    )
+    .context("payment provider client")?;
     let stack = &settings.stack;
     let core = settings.http.schedules.core()?;
     let codec = codec_and_topics(stack, "ticketing-ingress").await?;
@@ -109,7 +129,9 @@ pub async fn run_ingress(
     let cql = Arc::new(cql);
     let backends = Backends {
         accounts: cql.clone(),
-        catalog: cql,
+        catalog: cql.clone(),
+        payments: cql,
+        provider: Arc::new(provider),
         sessions: Arc::new(sessions),
         schedule_reads: Arc::new(views),
         producer: Arc::new(producer),
@@ -119,8 +141,11 @@ pub async fn run_ingress(
     };
     let state = ingress_state(
         &settings.http,
-        &token_secret,
-        &phone_keys,
+        IngressSecrets {
+            token_secret: &token_secret,
+            phone_keys: &phone_keys,
+            card_keys: &card_keys,
+        },
         backends,
         metrics,
         readiness.clone(),
@@ -135,10 +160,12 @@ pub async fn run_ingress(
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    let sweeper = spawn_payment_sweeper(state.payments.clone(), shutdown.clone());
     readiness.set(true);
     let served = serve(listener, router(state), shutdown).await;
     readiness.set(false);
     listener_task.await.context("replies listener task")?;
+    sweeper.await.context("payment sweeper task")?;
     served
 }
 

@@ -44,6 +44,7 @@ async fn start_with(dir: &Path, schedules: ScheduleSettings) -> Running {
             admin_password: Some(ADMIN_PASSWORD.into()),
             token_secret: None,
             phone_keys: None,
+            card_keys: None,
             access_ttl_secs: 900,
             refresh_ttl_secs: 3600,
             decision_timeout_ms: 5000,
@@ -87,6 +88,15 @@ async fn the_whole_api_works_in_dev_mode() {
         text.contains(r#"ticketing_consumer_lag{consumer="catalog-sink",partition="0",topic="ticketing.catalog.v1",component="dev"}"#),
         "{text}"
     );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_and_refunds_work_in_dev_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = start(dir.path()).await;
+    let (manager, _) = login(&app.api, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    payments_scenario(&app.api, &manager).await;
     app.stop().await;
 }
 

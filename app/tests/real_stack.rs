@@ -37,6 +37,7 @@ struct Stack {
 const PROCESSOR_GROUP: &str = "schedule-processor-e2e";
 pub const E2E_MAX_ACTIVE: u32 = 5;
 pub const E2E_HOLD_TTL_SECS: i64 = 20;
+const PG_SECRET: &str = "test_sk_e2e";
 
 fn schedule_settings() -> ScheduleSettings {
     ScheduleSettings {
@@ -54,6 +55,20 @@ async fn start() -> Stack {
     let (trigger, stop) = shutdown::channel();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // The sandbox PG over HTTP, as `ticketing pg-sandbox` serves it.
+    let pg_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pg = pg_listener.local_addr().unwrap();
+    let pg_router = ticketing_payments::http::sandbox_router(
+        ticketing_payments::sandbox::SandboxProvider::new(),
+        PG_SECRET,
+        Duration::from_millis(1_500),
+    );
+    let pg_stop = stop.clone();
+    tokio::spawn(async move {
+        axum::serve(pg_listener, pg_router)
+            .with_graceful_shutdown(pg_stop.wait())
+            .await
+    });
     let ingress = IngressSettings {
         http: HttpSettings {
             listen: addr,
@@ -61,12 +76,18 @@ async fn start() -> Stack {
             admin_password: Some("admin-password-1".into()),
             token_secret: Some("an-integration-test-secret-of-enough-length".into()),
             phone_keys: Some(ticketing_ingress::security::phone::PhoneCipher::generate_spec("it1")),
+            card_keys: Some(ticketing_ingress::security::card::CardCipher::generate_spec("it1")),
             access_ttl_secs: 900,
             refresh_ttl_secs: 3600,
             decision_timeout_ms: 10_000,
             schedules: schedule_settings(),
         },
         stack: stack_settings(&keyspace),
+        pg_url: Some(format!("http://{pg}")),
+        pg_secret_key: Some(PG_SECRET.into()),
+        // Shorter than the sandbox's "timeout" card delay, so that card's
+        // answer is lost as a real timeout loses it.
+        pg_timeout_ms: 1_000,
     };
     let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sink_ops = Api::new(ops.local_addr().unwrap());
@@ -213,6 +234,14 @@ async fn the_whole_api_works_on_the_real_stack() {
 async fn the_waiting_room_and_seat_holds_work_on_the_real_stack() {
     let stack = start().await;
     waiting_room_scenario(&stack.api, E2E_MAX_ACTIVE, E2E_HOLD_TTL_SECS).await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn payments_and_refunds_work_on_the_real_stack() {
+    let stack = start().await;
+    let (manager, _) = login(&stack.api, "admin@example.com", "admin-password-1").await;
+    payments_scenario(&stack.api, &manager).await;
     stack.stop().await;
 }
 

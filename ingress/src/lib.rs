@@ -24,7 +24,7 @@ pub use state::AppState;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use axum::Router;
-use routes::{accounts, catalog, schedules};
+use routes::{accounts, catalog, payments as pay, schedules};
 use ticketing_runtime::ops_router;
 
 /// Bodies are small JSON documents; refusing large ones early keeps a flood of
@@ -73,6 +73,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/bookings/{booking_id}",
             delete(schedules::release_booking),
+        )
+        .route("/api/v1/payments", post(pay::pay))
+        .route("/api/v1/payments/{payment_id}", get(pay::get_payment))
+        .route(
+            "/api/v1/payments/{payment_id}/cancel",
+            post(pay::cancel_payment),
         )
         .route("/api-docs/openapi.json", get(openapi::serve))
         .fallback(|| async { error::ApiError::not_found("NOT_FOUND", "no such route") })

@@ -1,4 +1,4 @@
-use crate::routes::{accounts, catalog, schedules};
+use crate::routes::{accounts, catalog, payments, schedules};
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -13,10 +13,11 @@ use utoipa::{Modify, OpenApi};
         schedules::join_queue, schedules::my_queue_status, schedules::my_queue_events,
         schedules::leave_queue, schedules::hold_seats, schedules::my_bookings,
         schedules::release_booking,
+        payments::pay, payments::get_payment, payments::cancel_payment,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&BearerAuth),
-    tags((name = "accounts"), (name = "catalog"), (name = "waiting room"), (name = "seats"))
+    tags((name = "accounts"), (name = "catalog"), (name = "waiting room"), (name = "seats"), (name = "payments"))
 )]
 pub struct ApiDoc;
 

@@ -1,4 +1,5 @@
 use crate::gateway::ScheduleGateway;
+use crate::payments::PaymentService;
 use crate::publish::EventPublisher;
 use crate::security::password::PasswordHasher;
 use crate::security::phone::PhoneCipher;
@@ -19,6 +20,8 @@ pub struct AppState {
     pub schedules: Arc<dyn ScheduleGateway>,
     /// Seat maps, queue statuses and bookings, as the processors decided them.
     pub schedule_reads: Arc<dyn ScheduleReadModel>,
+    /// Charges, refunds and the payment records.
+    pub payments: Arc<PaymentService>,
     pub passwords: PasswordHasher,
     pub phones: PhoneCipher,
     pub tokens: TokenService,

@@ -589,6 +589,17 @@ pub async fn schedule_on_sale(
     cols: u32,
     price: i64,
 ) -> (Account, String, String) {
+    schedule_on_sale_in(api, rows, cols, price, 2030).await
+}
+
+/// [`schedule_on_sale`] for a show on 2 May of `year`.
+pub async fn schedule_on_sale_in(
+    api: &Api,
+    rows: u32,
+    cols: u32,
+    price: i64,
+    year: i32,
+) -> (Account, String, String) {
     let seller = sign_up_and_login(api, "SELLER").await;
     let t = Some(seller.access.as_str());
     let (s, b) = api
@@ -602,7 +613,7 @@ pub async fn schedule_on_sale(
     let stage_id = b["stage_id"].as_str().unwrap().to_string();
     let (s, b) = api
         .post("/api/v1/concerts", t, json!({"stage_id": stage_id, "concert_name": "Flash", "runtime": 90,
-            "start_date": "2030-05-01", "end_date": "2030-05-03", "price": price, "concert_image": "https://img.example.com/f.png"}))
+            "start_date": format!("{year}-05-01"), "end_date": format!("{year}-05-03"), "price": price, "concert_image": "https://img.example.com/f.png"}))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let concert_id = b["concert_id"].as_str().unwrap().to_string();
@@ -610,7 +621,7 @@ pub async fn schedule_on_sale(
         .post(
             &format!("/api/v1/concerts/{concert_id}/schedules"),
             t,
-            json!({"concert_date": "2030-05-02", "concert_time": "19:30"}),
+            json!({"concert_date": format!("{year}-05-02"), "concert_time": "19:30"}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -1110,5 +1121,400 @@ pub async fn assert_not_oversold(
         owners.len(),
         total,
         "every successful hold is a live booking"
+    );
+}
+
+pub const CARD_OK: &str = "4242424242424242";
+pub const CARD_DECLINED: &str = "4000000000000002";
+pub const CARD_INSUFFICIENT: &str = "4000000000009995";
+pub const CARD_TIMEOUT: &str = "4000000000000119";
+
+/// `POST /api/v1/payments` with `key`, retried with the same key while the
+/// answer is 503 (a payment being settled).
+pub async fn pay(
+    api: &Api,
+    token: &str,
+    key: &str,
+    booking_ids: &[String],
+    card: &str,
+) -> (StatusCode, Value) {
+    let body = json!({"booking_ids": booking_ids, "card": {"number": card, "expiry": "12/35", "cvc": "123"}});
+    for _ in 0..120 {
+        let (s, b) = api
+            .post_keyed("/api/v1/payments", token, key, body.clone())
+            .await;
+        if s != StatusCode::SERVICE_UNAVAILABLE {
+            return (s, b);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    panic!("the payment never settled");
+}
+
+/// Joins a schedule, waits to be admitted and holds `seats`: the booking ids.
+pub async fn admitted_hold(api: &Api, schedule: &str, token: &str, seats: Value) -> Vec<String> {
+    let queue = format!("/api/v1/schedules/{schedule}/queue");
+    let (s, b) = join(api, &queue, token).await;
+    assert!(s.is_success(), "{b}");
+    eventually("admitted", 30, || async {
+        let (_, b) = api.get(&format!("{queue}/me"), Some(token)).await;
+        (b["status"] == "ADMITTED").then_some(())
+    })
+    .await;
+    let (s, b) = hold(
+        api,
+        &format!("/api/v1/schedules/{schedule}/holds"),
+        token,
+        seats,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    b["booking_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn booking_status(api: &Api, token: &str, id: &str) -> Option<String> {
+    bookings(api, token)
+        .await
+        .into_iter()
+        .find(|b| b["booking_id"] == id)
+        .map(|b| b["status"].as_str().unwrap().to_string())
+}
+
+/// Paying and refunding through HTTP, every status and error code of the
+/// contract: a decline, a payment sent four times at once, a lost provider
+/// answer, partial and full refunds with the seats back on sale, and who may
+/// see and cancel what. `manager` is a MANAGER's access token.
+pub async fn payments_scenario(api: &Api, manager: &str) {
+    let (_, _, schedule) = schedule_on_sale(api, 1, 4, 50_000).await;
+    let a = sign_up_and_login(api, "USER").await;
+    let b = sign_up_and_login(api, "USER").await;
+    let mine = admitted_hold(
+        api,
+        &schedule,
+        &a.access,
+        json!([{"row": 1, "col": 1}, {"row": 1, "col": 2}]),
+    )
+    .await;
+    let theirs = admitted_hold(api, &schedule, &b.access, json!([{"row": 1, "col": 3}])).await;
+
+    // Malformed requests never reach the processor or the provider.
+    let body =
+        json!({"booking_ids": mine, "card": {"number": CARD_OK, "expiry": "12/35", "cvc": "123"}});
+    let (s, e) = api.post("/api/v1/payments", Some(&a.access), body).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("IDEMPOTENCY_KEY_REQUIRED")),
+        "{e}"
+    );
+    let (s, e) = pay(api, &a.access, &unique(), &mine, CARD_OK).await;
+    assert_eq!(s, StatusCode::CREATED, "a fresh key pays: {e}");
+    let first_payment = e["payment_id"].as_str().unwrap().to_string();
+    assert_eq!(e["status"], "COMPLETED");
+    assert_eq!(e["total_price"], 100_000);
+    for (card, code) in [
+        ("4242424242424241", "INVALID_CARD_NUMBER"),
+        ("42", "INVALID_CARD_NUMBER"),
+    ] {
+        let (s, e) = pay(api, &b.access, &unique(), &theirs, card).await;
+        assert_eq!(
+            (s, e["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(code)),
+            "{e}"
+        );
+    }
+    let (s, e) = pay(api, &b.access, &unique(), &[], CARD_OK).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_BOOKINGS")),
+        "{e}"
+    );
+    // Someone else's bookings, and bookings that do not exist.
+    let (s, e) = pay(api, &b.access, &unique(), &mine, CARD_OK).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("NOT_OWNER")),
+        "{e}"
+    );
+    let (s, e) = pay(
+        api,
+        &b.access,
+        &unique(),
+        &[Uuid::new_v4().to_string()],
+        CARD_OK,
+    )
+    .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("BOOKING_NOT_FOUND")),
+        "{e}"
+    );
+    // Paid bookings cannot be paid again.
+    let (s, e) = pay(api, &a.access, &unique(), &mine, CARD_OK).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::CONFLICT, Some("BOOKING_NOT_PENDING")),
+        "{e}"
+    );
+
+    // A declined card: 402, the payment FAILED, the seat still held; then
+    // the same key with other bookings is refused, and insufficient funds
+    // is a decline too.
+    let declined_key = unique();
+    let (s, e) = pay(api, &b.access, &declined_key, &theirs, CARD_DECLINED).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::PAYMENT_REQUIRED, Some("PAYMENT_DECLINED")),
+        "{e}"
+    );
+    let failed = e["payment_id"].as_str().unwrap().to_string();
+    let (s, p) = api
+        .get(&format!("/api/v1/payments/{failed}"), Some(&b.access))
+        .await;
+    assert_eq!(
+        (s, p["status"].as_str()),
+        (StatusCode::OK, Some("FAILED")),
+        "{p}"
+    );
+    assert_eq!(seat_status(api, &schedule, 1, 3).await, "HELD");
+    assert_eq!(
+        booking_status(api, &b.access, &theirs[0]).await.as_deref(),
+        Some("PENDING")
+    );
+    let (s, e) = pay(api, &b.access, &declined_key, &mine, CARD_OK).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("IDEMPOTENCY_KEY_REUSED")
+        ),
+        "{e}"
+    );
+    let (s, e) = pay(api, &b.access, &unique(), &theirs, CARD_INSUFFICIENT).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::PAYMENT_REQUIRED, Some("PAYMENT_DECLINED")),
+        "{e}"
+    );
+
+    // The card whose answer is lost: four requests with one key at once, one
+    // payment, settled by asking the provider.
+    let key = unique();
+    let tries =
+        futures::future::join_all((0..4).map(|_| pay(api, &b.access, &key, &theirs, CARD_TIMEOUT)))
+            .await;
+    let created = tries
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .count();
+    let replays = tries.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    assert_eq!((created, replays), (1, 3), "{tries:?}");
+    let ids: std::collections::BTreeSet<_> =
+        tries.iter().map(|(_, b)| b["payment_id"].to_string()).collect();
+    assert_eq!(ids.len(), 1, "one payment: {tries:?}");
+    assert!(
+        tries
+            .iter()
+            .all(|(_, b)| b["status"] == "COMPLETED" && b["total_price"] == 50_000),
+        "{tries:?}"
+    );
+
+    // Sold, confirmed, visible to its buyer and to a MANAGER only.
+    eventually("seats sold", 30, || async {
+        let seats = seat_statuses(api, &schedule).await;
+        seats
+            .iter()
+            .filter(|(_, c, st)| *c <= 3 && st == "SOLD")
+            .count()
+            .eq(&3)
+            .then_some(())
+    })
+    .await;
+    eventually("bookings confirmed", 30, || async {
+        (booking_status(api, &a.access, &mine[0]).await.as_deref() == Some("CONFIRMED"))
+            .then_some(())
+    })
+    .await;
+    let path = format!("/api/v1/payments/{first_payment}");
+    let (s, p) = api.get(&path, Some(&a.access)).await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    assert_eq!(
+        (
+            p["status"].as_str(),
+            p["total_price"].as_i64(),
+            p["refund_price"].as_i64()
+        ),
+        (Some("COMPLETED"), Some(100_000), Some(0))
+    );
+    assert_eq!(p["card_last4"], "4242");
+    assert!(
+        !p.to_string().contains(CARD_OK),
+        "the card number is never returned"
+    );
+    let listed: std::collections::BTreeSet<_> = p["booking_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, mine.iter().cloned().collect());
+    let (s, e) = api.get(&path, Some(&b.access)).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("NOT_OWNER")),
+        "{e}"
+    );
+    let (s, _) = api.get(&path, Some(manager)).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, e) = api
+        .get(
+            &format!("/api/v1/payments/{}", Uuid::new_v4()),
+            Some(&a.access),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("PAYMENT_NOT_FOUND")),
+        "{e}"
+    );
+    let (s, _) = api.get(&path, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // Refunds: one booking, then the rest (by a MANAGER).
+    let cancel = format!("{path}/cancel");
+    let (s, e) = api
+        .post(&cancel, Some(&b.access), json!({"reason": "mine now"}))
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("NOT_OWNER")),
+        "{e}"
+    );
+    let (s, e) = api
+        .post(&cancel, Some(&a.access), json!({"reason": "  "}))
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("INVALID_REASON")),
+        "{e}"
+    );
+    let (s, e) = api
+        .post(
+            &cancel,
+            Some(&a.access),
+            json!({"booking_ids": [theirs[0]], "reason": "x"}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("BOOKING_NOT_IN_PAYMENT")
+        ),
+        "{e}"
+    );
+    let refund_key = unique();
+    let one = json!({"booking_ids": [mine[0]], "reason": "cannot come"});
+    let (s, r) = api
+        .post_keyed(&cancel, &a.access, &refund_key, one.clone())
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(
+        (r["status"].as_str(), r["refund_price"].as_i64()),
+        (Some("PART_CANCELED"), Some(50_000)),
+        "{r}"
+    );
+    let (s, again) = api
+        .post_keyed(&cancel, &a.access, &refund_key, one.clone())
+        .await;
+    assert_eq!(
+        (s, &again),
+        (StatusCode::OK, &r),
+        "a retried refund is reported, not repeated"
+    );
+    let (s, e) = api.post(&cancel, Some(&a.access), one).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::CONFLICT, Some("BOOKING_ALREADY_CANCELLED")),
+        "{e}"
+    );
+    eventually("the seat back on sale", 30, || async {
+        (seat_status(api, &schedule, 1, 1).await == "AVAILABLE").then_some(())
+    })
+    .await;
+    eventually("the booking cancelled", 30, || async {
+        (booking_status(api, &a.access, &mine[0]).await.as_deref() == Some("CANCELLED"))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(seat_status(api, &schedule, 1, 2).await, "SOLD");
+    let (s, r) = api
+        .post(&cancel, Some(manager), json!({"reason": "show moved"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(
+        (r["status"].as_str(), r["refund_price"].as_i64()),
+        (Some("CANCELED"), Some(100_000)),
+        "{r}"
+    );
+    let (s, e) = api
+        .post(&cancel, Some(&a.access), json!({"reason": "again"}))
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::CONFLICT, Some("PAYMENT_ALREADY_CANCELED")),
+        "{e}"
+    );
+    eventually("every refunded seat back on sale", 30, || async {
+        (seat_status(api, &schedule, 1, 2).await == "AVAILABLE").then_some(())
+    })
+    .await;
+    let (_, p) = api.get(&path, Some(&a.access)).await;
+    assert_eq!(p["refunds"].as_array().unwrap().len(), 2, "{p}");
+    assert!(
+        p["refunds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["refunded_at"].is_string()),
+        "{p}"
+    );
+    // A failed payment has nothing to refund.
+    let (s, e) = api
+        .post(
+            &format!("/api/v1/payments/{failed}/cancel"),
+            Some(&b.access),
+            json!({"reason": "x"}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::CONFLICT, Some("PAYMENT_NOT_COMPLETED")),
+        "{e}"
+    );
+
+    // No refund once the show has started.
+    let (_, _, past) = schedule_on_sale_in(api, 1, 1, 10_000, 2020).await;
+    let held = admitted_hold(api, &past, &b.access, json!([{"row": 1, "col": 1}])).await;
+    let (s, e) = pay(api, &b.access, &unique(), &held, CARD_OK).await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    let (s, e) = api
+        .post(
+            &format!(
+                "/api/v1/payments/{}/cancel",
+                e["payment_id"].as_str().unwrap()
+            ),
+            Some(&b.access),
+            json!({"reason": "late"}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("REFUND_CLOSED")),
+        "{e}"
     );
 }

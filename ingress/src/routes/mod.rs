@@ -1,5 +1,6 @@
 pub mod accounts;
 pub mod catalog;
+pub mod payments;
 pub mod schedule_replies;
 pub mod schedules;
 

@@ -353,7 +353,7 @@ pub async fn my_bookings(
 
 /// A booking just held may not be in the read model yet: look again briefly
 /// before answering 404.
-async fn find_booking(s: &AppState, id: BookingId) -> ApiResult<Option<BookingView>> {
+pub(crate) async fn find_booking(s: &AppState, id: BookingId) -> ApiResult<Option<BookingView>> {
     let deadline = tokio::time::Instant::now() + BOOKING_VISIBLE_WITHIN;
     loop {
         if let Some(b) = s.schedule_reads.booking(id).await? {
