@@ -73,6 +73,11 @@ else
   export TICKETING_CQL_KEYSPACE=${TICKETING_CQL_KEYSPACE:-loadtest}
   export TICKETING_TOKEN_SECRET=${TICKETING_TOKEN_SECRET:-$(head -c 48 /dev/urandom | base64 -w0)}
   export TICKETING_PHONE_KEYS=${TICKETING_PHONE_KEYS:-"lt1:$(head -c 32 /dev/urandom | base64 -w0)"}
+  export TICKETING_CARD_KEYS=${TICKETING_CARD_KEYS:-"lt1:$(head -c 32 /dev/urandom | base64 -w0)"}
+  export TICKETING_PG_SECRET_KEY=${TICKETING_PG_SECRET_KEY:-test_sk_loadtest}
+  export TICKETING_PG_URL=${TICKETING_PG_URL:-http://127.0.0.1:18090}
+  TICKETING_PG_LISTEN=127.0.0.1:18090 "$BIN/ticketing" pg-sandbox >"$WORK/pg-sandbox.log" 2>&1 &
+  PIDS+=($!)
   export TICKETING_PROCESSOR_GROUP=${TICKETING_PROCESSOR_GROUP:-schedule-processor-e2e}
   export TICKETING_SINK_GROUP=${TICKETING_SINK_GROUP:-catalog-sink-loadtest}
   TICKETING_OPS_LISTEN=127.0.0.1:19101 TICKETING_INSTANCE_ID=loadtest-0 \

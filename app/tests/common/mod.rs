@@ -1313,8 +1313,10 @@ pub async fn payments_scenario(api: &Api, manager: &str) {
         .count();
     let replays = tries.iter().filter(|(s, _)| *s == StatusCode::OK).count();
     assert_eq!((created, replays), (1, 3), "{tries:?}");
-    let ids: std::collections::BTreeSet<_> =
-        tries.iter().map(|(_, b)| b["payment_id"].to_string()).collect();
+    let ids: std::collections::BTreeSet<_> = tries
+        .iter()
+        .map(|(_, b)| b["payment_id"].to_string())
+        .collect();
     assert_eq!(ids.len(), 1, "one payment: {tries:?}");
     assert!(
         tries
