@@ -96,12 +96,17 @@ async fn kill_9_of_the_processor_mid_sale_loses_and_doubles_nothing() {
             admin_password: None,
             token_secret: Some("an-integration-test-secret-of-enough-length".into()),
             phone_keys: Some(ticketing_ingress::security::phone::PhoneCipher::generate_spec("it1")),
+            card_keys: Some(ticketing_ingress::security::card::CardCipher::generate_spec("it1")),
             access_ttl_secs: 900,
             refresh_ttl_secs: 3600,
             decision_timeout_ms: 3_000,
             schedules: schedules(),
         },
         stack: stack_settings(&keyspace),
+        // Nothing is paid here: a provider nobody answers at is enough.
+        pg_url: Some("http://127.0.0.1:9".into()),
+        pg_secret_key: Some("test_sk_unused".into()),
+        pg_timeout_ms: 1_000,
     };
     let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sink = SinkSettings {
