@@ -1,7 +1,9 @@
 //! `flashsale`: B buyers arrive at the same second at one schedule, wait in
-//! its waiting room, hold seats once admitted, and leave. Reports joins/s,
-//! holds/s, latency percentiles per request, the time to sell out, and the
-//! number of oversold seats (which must be 0: the run fails otherwise).
+//! its waiting room, hold seats once admitted, and pay for them (or leave,
+//! with `--pay false`). Reports joins/s, holds/s, payments/s, latency
+//! percentiles per request, the time until every seat is held and until every
+//! seat is paid for (sold out), and the number of oversold seats (which must be
+//! 0: the run fails otherwise).
 //!
 //! It drives any running platform through its public HTTP API: `ticketing dev`
 //! or the real stack's ingress. `loadtest/run.sh` starts either and records the
@@ -61,12 +63,19 @@ struct Args {
     /// Seed of the buyers' seat choices.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Buyers pay for what they hold (the sandbox's test card that
+    /// succeeds); without it they leave holding.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pay: bool,
 }
+
+const TEST_CARD: &str = "4242424242424242";
 
 /// How one buyer's visit ended.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 enum Outcome {
+    Paid,
     Held,
     SoldOut,
     GaveUp,
@@ -84,9 +93,14 @@ struct Report {
     sale_secs: f64,
     joins_per_sec: f64,
     holds_per_sec: f64,
+    payments_per_sec: f64,
     requests_per_sec: f64,
+    /// Until every seat was held by someone.
+    time_to_all_held_secs: Option<f64>,
+    /// Until every seat was paid for (with `--pay`): the end-to-end sell-out.
     time_to_sell_out_secs: Option<f64>,
     seats_held: usize,
+    seats_paid: usize,
     oversold: usize,
     verdict: Verdict,
     outcomes: BTreeMap<Outcome, usize>,
@@ -100,6 +114,8 @@ struct Sale {
     capacity: usize,
     started: Instant,
     seats_held: AtomicUsize,
+    seats_paid: AtomicUsize,
+    all_held_at_ms: AtomicU64,
     sold_out_at_ms: AtomicU64,
     last_join_done_ms: AtomicU64,
 }
@@ -191,21 +207,19 @@ impl Sale {
                     let n = free.len();
                     let total = self.seats_held.fetch_add(n, Ordering::Relaxed) + n;
                     if total >= self.capacity {
-                        let _ = self.sold_out_at_ms.compare_exchange(
-                            0,
-                            self.elapsed_ms(),
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                        );
+                        self.mark(&self.all_held_at_ms);
                     }
-                    outcome = (
-                        Outcome::Held,
-                        Some(Claim {
-                            buyer: i,
-                            seats: free,
-                        }),
-                    );
-                    break;
+                    let claim = Claim {
+                        buyer: i,
+                        seats: free,
+                    };
+                    if !self.args.pay {
+                        outcome = (Outcome::Held, Some(claim));
+                        break;
+                    }
+                    self.pay(token, &a.body["booking_ids"], n).await?;
+                    // Paying freed the admission slot: nothing to leave.
+                    return Ok((Outcome::Paid, Some(claim)));
                 }
                 // Someone was faster: look again.
                 StatusCode::CONFLICT => continue,
@@ -216,9 +230,40 @@ impl Sale {
                 other => anyhow::bail!("hold answered {other}: {}", a.body),
             }
         }
-        // Paying is the next issue's; leaving frees the admission slot now.
         self.leave(&me, token).await?;
         Ok(outcome)
+    }
+
+    async fn pay(
+        &self,
+        token: &str,
+        booking_ids: &serde_json::Value,
+        seats: usize,
+    ) -> anyhow::Result<()> {
+        let body = json!({
+            "booking_ids": booking_ids,
+            "card": {"number": TEST_CARD, "expiry": "12/35", "cvc": "123"},
+        });
+        let a = self
+            .client
+            .command(Op::Pay, Method::POST, "/api/v1/payments", token, Some(body))
+            .await?;
+        anyhow::ensure!(
+            a.status == StatusCode::CREATED,
+            "pay answered {}: {}",
+            a.status,
+            a.body
+        );
+        let total = self.seats_paid.fetch_add(seats, Ordering::Relaxed) + seats;
+        if total >= self.capacity {
+            self.mark(&self.sold_out_at_ms);
+        }
+        Ok(())
+    }
+
+    /// Records the first time a milestone is reached.
+    fn mark(&self, at: &AtomicU64) {
+        let _ = at.compare_exchange(0, self.elapsed_ms(), Ordering::Relaxed, Ordering::Relaxed);
     }
 
     async fn leave(&self, me: &str, token: &str) -> anyhow::Result<()> {
@@ -300,6 +345,8 @@ async fn main() -> anyhow::Result<()> {
         capacity,
         started: Instant::now(),
         seats_held: AtomicUsize::new(0),
+        seats_paid: AtomicUsize::new(0),
+        all_held_at_ms: AtomicU64::new(0),
         sold_out_at_ms: AtomicU64::new(0),
         last_join_done_ms: AtomicU64::new(0),
     });
@@ -347,7 +394,10 @@ async fn main() -> anyhow::Result<()> {
             .map(|items| {
                 items
                     .iter()
-                    .filter(|b| b["schedule_id"] == schedule.as_str() && b["status"] == "PENDING")
+                    .filter(|b| {
+                        b["schedule_id"] == schedule.as_str()
+                            && (b["status"] == "PENDING" || b["status"] == "CONFIRMED")
+                    })
                     .filter_map(|b| Some((b["row"].as_u64()?, b["col"].as_u64()?)))
                     .collect()
             })
@@ -361,6 +411,11 @@ async fn main() -> anyhow::Result<()> {
     let join_window = (sale.last_join_done_ms.load(Ordering::Relaxed).max(1)) as f64 / 1000.0;
     let held_requests = claims.len();
     let sold_out_ms = sale.sold_out_at_ms.load(Ordering::Relaxed);
+    let all_held_ms = sale.all_held_at_ms.load(Ordering::Relaxed);
+    let payments = requests
+        .get(&Op::Pay)
+        .and_then(|s| s.by_status.get(&201).copied())
+        .unwrap_or(0);
     let report = Report {
         target: args.target.clone(),
         buyers: args.buyers,
@@ -370,9 +425,12 @@ async fn main() -> anyhow::Result<()> {
         sale_secs,
         joins_per_sec: joins as f64 / join_window,
         holds_per_sec: held_requests as f64 / sale_secs,
+        payments_per_sec: payments as f64 / sale_secs,
         requests_per_sec: sale_requests as f64 / sale_secs,
+        time_to_all_held_secs: (all_held_ms > 0).then(|| all_held_ms as f64 / 1000.0),
         time_to_sell_out_secs: (sold_out_ms > 0).then(|| sold_out_ms as f64 / 1000.0),
         seats_held: verdict.claimed_seats,
+        seats_paid: sale.seats_paid.load(Ordering::Relaxed),
         oversold: verdict.oversold,
         verdict: verdict.clone(),
         outcomes,
@@ -384,12 +442,13 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
     }
     eprintln!(
-        "{}: {} buyers, {} seats: joins/s {:.0}, holds/s {:.0}, sold out in {}, oversold {}",
+        "{}: {} buyers, {} seats: joins/s {:.0}, holds/s {:.0}, payments/s {:.0}, sold out in {}, oversold {}",
         report.target,
         report.buyers,
         report.seats,
         report.joins_per_sec,
         report.holds_per_sec,
+        report.payments_per_sec,
         report
             .time_to_sell_out_secs
             .map_or("(not sold out)".to_string(), |s| format!("{s:.2}s")),

@@ -16,6 +16,7 @@ pub enum Op {
     Status,
     Seats,
     Hold,
+    Pay,
     Leave,
     Bookings,
 }
