@@ -81,13 +81,25 @@ impl Api {
         token: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value, bool) {
-        let key = Uuid::new_v4().to_string();
+        self.command_keyed(method, path, token, &Uuid::new_v4().to_string(), body)
+            .await
+    }
+
+    /// [`Self::command_retried`] with the client's own `Idempotency-Key`.
+    pub async fn command_keyed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        key: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value, bool) {
         for attempt in 0..120 {
             let mut req = self
                 .http
                 .request(method.clone(), format!("{}{path}", self.base))
                 .bearer_auth(token)
-                .header("idempotency-key", &key);
+                .header("idempotency-key", key);
             if let Some(b) = &body {
                 req = req.json(b);
             }
@@ -96,11 +108,7 @@ impl Api {
                 return (s, b, attempt > 0);
             }
             if b["code"] == "DECISION_PENDING" {
-                assert_eq!(
-                    b["command_id"],
-                    key.as_str(),
-                    "retry with the key the client sent"
-                );
+                assert_eq!(b["command_id"], key, "retry with the key the client sent");
             }
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
@@ -1160,16 +1168,16 @@ pub async fn pay(
     card: &str,
 ) -> (StatusCode, Value) {
     let body = json!({"booking_ids": booking_ids, "card": {"number": card, "expiry": "12/35", "cvc": "123"}});
-    for _ in 0..120 {
-        let (s, b) = api
-            .post_keyed("/api/v1/payments", token, key, body.clone())
-            .await;
-        if s != StatusCode::SERVICE_UNAVAILABLE {
-            return (s, b);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
-    panic!("the payment never settled");
+    let (s, b, _) = api
+        .command_keyed(
+            reqwest::Method::POST,
+            "/api/v1/payments",
+            token,
+            key,
+            Some(body),
+        )
+        .await;
+    (s, b)
 }
 
 /// Joins a schedule, waits to be admitted and holds `seats`: the booking ids.
@@ -1227,11 +1235,7 @@ pub async fn payments_scenario(api: &Api, manager: &str) {
     let body =
         json!({"booking_ids": mine, "card": {"number": CARD_OK, "expiry": "12/35", "cvc": "123"}});
     let (s, e) = api.post("/api/v1/payments", Some(&a.access), body).await;
-    assert_eq!(
-        (s, e["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("IDEMPOTENCY_KEY_REQUIRED")),
-        "{e}"
-    );
+    assert_error(s, &e, StatusCode::BAD_REQUEST, "IDEMPOTENCY_KEY_REQUIRED");
     let (s, e) = pay(api, &a.access, &unique(), &mine, CARD_OK).await;
     assert_eq!(s, StatusCode::CREATED, "a fresh key pays: {e}");
     let first_payment = e["payment_id"].as_str().unwrap().to_string();
@@ -1242,25 +1246,13 @@ pub async fn payments_scenario(api: &Api, manager: &str) {
         ("42", "INVALID_CARD_NUMBER"),
     ] {
         let (s, e) = pay(api, &b.access, &unique(), &theirs, card).await;
-        assert_eq!(
-            (s, e["code"].as_str()),
-            (StatusCode::UNPROCESSABLE_ENTITY, Some(code)),
-            "{e}"
-        );
+        assert_error(s, &e, StatusCode::UNPROCESSABLE_ENTITY, code);
     }
     let (s, e) = pay(api, &b.access, &unique(), &[], CARD_OK).await;
-    assert_eq!(
-        (s, e["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("INVALID_BOOKINGS")),
-        "{e}"
-    );
+    assert_error(s, &e, StatusCode::BAD_REQUEST, "INVALID_BOOKINGS");
     // Someone else's bookings, and bookings that do not exist.
     let (s, e) = pay(api, &b.access, &unique(), &mine, CARD_OK).await;
-    assert_eq!(
-        (s, e["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("NOT_OWNER")),
-        "{e}"
-    );
+    assert_error(s, &e, StatusCode::FORBIDDEN, "NOT_OWNER");
     let (s, e) = pay(
         api,
         &b.access,
@@ -1269,29 +1261,17 @@ pub async fn payments_scenario(api: &Api, manager: &str) {
         CARD_OK,
     )
     .await;
-    assert_eq!(
-        (s, e["code"].as_str()),
-        (StatusCode::NOT_FOUND, Some("BOOKING_NOT_FOUND")),
-        "{e}"
-    );
+    assert_error(s, &e, StatusCode::NOT_FOUND, "BOOKING_NOT_FOUND");
     // Paid bookings cannot be paid again.
     let (s, e) = pay(api, &a.access, &unique(), &mine, CARD_OK).await;
-    assert_eq!(
-        (s, e["code"].as_str()),
-        (StatusCode::CONFLICT, Some("BOOKING_NOT_PENDING")),
-        "{e}"
-    );
+    assert_error(s, &e, StatusCode::CONFLICT, "BOOKING_NOT_PENDING");
 
     // A declined card: 402, the payment FAILED, the seat still held; then
     // the same key with other bookings is refused, and insufficient funds
     // is a decline too.
     let declined_key = unique();
     let (s, e) = pay(api, &b.access, &declined_key, &theirs, CARD_DECLINED).await;
-    assert_eq!(
-        (s, e["code"].as_str()),
-        (StatusCode::PAYMENT_REQUIRED, Some("PAYMENT_DECLINED")),
-        "{e}"
-    );
+    assert_error(s, &e, StatusCode::PAYMENT_REQUIRED, "PAYMENT_DECLINED");
     let failed = e["payment_id"].as_str().unwrap().to_string();
     let (s, p) = api
         .get(&format!("/api/v1/payments/{failed}"), Some(&b.access))
@@ -1307,20 +1287,14 @@ pub async fn payments_scenario(api: &Api, manager: &str) {
         Some("PENDING")
     );
     let (s, e) = pay(api, &b.access, &declined_key, &mine, CARD_OK).await;
-    assert_eq!(
-        (s, e["code"].as_str()),
-        (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some("IDEMPOTENCY_KEY_REUSED")
-        ),
-        "{e}"
+    assert_error(
+        s,
+        &e,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "IDEMPOTENCY_KEY_REUSED",
     );
     let (s, e) = pay(api, &b.access, &unique(), &theirs, CARD_INSUFFICIENT).await;
-    assert_eq!(
-        (s, e["code"].as_str()),
-        (StatusCode::PAYMENT_REQUIRED, Some("PAYMENT_DECLINED")),
-        "{e}"
-    );
+    assert_error(s, &e, StatusCode::PAYMENT_REQUIRED, "PAYMENT_DECLINED");
 
     // The card whose answer is lost: four requests with one key at once, one
     // payment, settled by asking the provider.
@@ -1386,11 +1360,7 @@ pub async fn payments_scenario(api: &Api, manager: &str) {
         .collect();
     assert_eq!(listed, mine.iter().cloned().collect());
     let (s, e) = api.get(&path, Some(&b.access)).await;
-    assert_eq!(
-        (s, e["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("NOT_OWNER")),
-        "{e}"
-    );
+    assert_error(s, &e, StatusCode::FORBIDDEN, "NOT_OWNER");
     let (s, _) = api.get(&path, Some(manager)).await;
     assert_eq!(s, StatusCode::OK);
     let (s, e) = api
@@ -1399,11 +1369,7 @@ pub async fn payments_scenario(api: &Api, manager: &str) {
             Some(&a.access),
         )
         .await;
-    assert_eq!(
-        (s, e["code"].as_str()),
-        (StatusCode::NOT_FOUND, Some("PAYMENT_NOT_FOUND")),
-        "{e}"
-    );
+    assert_error(s, &e, StatusCode::NOT_FOUND, "PAYMENT_NOT_FOUND");
     let (s, _) = api.get(&path, None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 
@@ -1412,19 +1378,11 @@ pub async fn payments_scenario(api: &Api, manager: &str) {
     let (s, e) = api
         .post(&cancel, Some(&b.access), json!({"reason": "mine now"}))
         .await;
-    assert_eq!(
-        (s, e["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("NOT_OWNER")),
-        "{e}"
-    );
+    assert_error(s, &e, StatusCode::FORBIDDEN, "NOT_OWNER");
     let (s, e) = api
         .post(&cancel, Some(&a.access), json!({"reason": "  "}))
         .await;
-    assert_eq!(
-        (s, e["code"].as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, Some("INVALID_REASON")),
-        "{e}"
-    );
+    assert_error(s, &e, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REASON");
     let (s, e) = api
         .post(
             &cancel,
@@ -1432,13 +1390,11 @@ pub async fn payments_scenario(api: &Api, manager: &str) {
             json!({"booking_ids": [theirs[0]], "reason": "x"}),
         )
         .await;
-    assert_eq!(
-        (s, e["code"].as_str()),
-        (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some("BOOKING_NOT_IN_PAYMENT")
-        ),
-        "{e}"
+    assert_error(
+        s,
+        &e,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "BOOKING_NOT_IN_PAYMENT",
     );
     let refund_key = unique();
     let one = json!({"booking_ids": [mine[0]], "reason": "cannot come"});
@@ -1460,11 +1416,7 @@ pub async fn payments_scenario(api: &Api, manager: &str) {
         "a retried refund is reported, not repeated"
     );
     let (s, e) = api.post(&cancel, Some(&a.access), one).await;
-    assert_eq!(
-        (s, e["code"].as_str()),
-        (StatusCode::CONFLICT, Some("BOOKING_ALREADY_CANCELLED")),
-        "{e}"
-    );
+    assert_error(s, &e, StatusCode::CONFLICT, "BOOKING_ALREADY_CANCELLED");
     eventually("the seat back on sale", 30, || async {
         (seat_status(api, &schedule, 1, 1).await == "AVAILABLE").then_some(())
     })
@@ -1487,11 +1439,7 @@ pub async fn payments_scenario(api: &Api, manager: &str) {
     let (s, e) = api
         .post(&cancel, Some(&a.access), json!({"reason": "again"}))
         .await;
-    assert_eq!(
-        (s, e["code"].as_str()),
-        (StatusCode::CONFLICT, Some("PAYMENT_ALREADY_CANCELED")),
-        "{e}"
-    );
+    assert_error(s, &e, StatusCode::CONFLICT, "PAYMENT_ALREADY_CANCELED");
     eventually("every refunded seat back on sale", 30, || async {
         (seat_status(api, &schedule, 1, 2).await == "AVAILABLE").then_some(())
     })
@@ -1514,11 +1462,7 @@ pub async fn payments_scenario(api: &Api, manager: &str) {
             json!({"reason": "x"}),
         )
         .await;
-    assert_eq!(
-        (s, e["code"].as_str()),
-        (StatusCode::CONFLICT, Some("PAYMENT_NOT_COMPLETED")),
-        "{e}"
-    );
+    assert_error(s, &e, StatusCode::CONFLICT, "PAYMENT_NOT_COMPLETED");
 
     // No refund once the show has started.
     let (_, _, past) = schedule_on_sale_in(api, 1, 1, 10_000, 2020).await;
@@ -1535,9 +1479,5 @@ pub async fn payments_scenario(api: &Api, manager: &str) {
             json!({"reason": "late"}),
         )
         .await;
-    assert_eq!(
-        (s, e["code"].as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, Some("REFUND_CLOSED")),
-        "{e}"
-    );
+    assert_error(s, &e, StatusCode::UNPROCESSABLE_ENTITY, "REFUND_CLOSED");
 }
