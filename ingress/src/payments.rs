@@ -156,7 +156,19 @@ impl PaymentService {
         req: PayRequest,
         now: DateTime<Utc>,
     ) -> Result<(PaymentRecord, bool), PayError> {
-        if let Some(existing) = self.store.payment(req.payment_id).await? {
+        let existing = self.store.payment(req.payment_id).await?;
+        self.pay_known(req, existing, now).await
+    }
+
+    /// [`Self::pay`] for a caller that has just read the payment's record
+    /// (`existing`), so it is not read twice.
+    pub async fn pay_known(
+        &self,
+        req: PayRequest,
+        existing: Option<PaymentRecord>,
+        now: DateTime<Utc>,
+    ) -> Result<(PaymentRecord, bool), PayError> {
+        if let Some(existing) = existing {
             let settled = match existing.ledger.status {
                 PaymentStatus::Waiting => self.settle(existing, Some(&req.card), now).await?,
                 _ => existing,

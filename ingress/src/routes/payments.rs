@@ -6,7 +6,7 @@
 //! lives in [`PaymentService`](crate::payments::PaymentService); this module
 //! checks who may do what and maps outcomes to the HTTP contract.
 
-use super::schedules::{find_booking, IDEMPOTENCY_KEY};
+use super::schedules::{pending_booking_of, IDEMPOTENCY_KEY};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
@@ -22,7 +22,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use ticketing_domain::account::Role;
-use ticketing_domain::booking::BookingStatus;
 use ticketing_domain::ids::{BookingId, PaymentId, RefundId};
 use ticketing_domain::payment::{Card, PaymentRecord, RefundError};
 use utoipa::ToSchema;
@@ -240,27 +239,9 @@ pub async fn pay(
             let mut schedules = BTreeSet::new();
             let mut first = None;
             for id in &booking_ids {
-                let b = find_booking(&s, *id).await.map_err(e)?.ok_or_else(|| {
-                    ApiError::not_found("BOOKING_NOT_FOUND", format!("no booking {id}"))
-                        .into_response()
-                })?;
-                if b.user_id != caller.user_id {
-                    return Err(ApiError::forbidden(
-                        "NOT_OWNER",
-                        format!("booking {id} is not yours"),
-                    )
-                    .into_response());
-                }
-                if b.status != BookingStatus::Pending {
-                    return Err(ApiError::conflict(
-                        "BOOKING_NOT_PENDING",
-                        format!(
-                            "booking {id} is {}; only PENDING bookings can be paid for",
-                            b.status.as_str()
-                        ),
-                    )
-                    .into_response());
-                }
+                let b = pending_booking_of(&s, &caller, *id, "paid for")
+                    .await
+                    .map_err(e)?;
                 schedules.insert(b.schedule_id);
                 first.get_or_insert((b.schedule_id, b.concert_id));
             }
@@ -283,7 +264,7 @@ pub async fn pay(
         booking_ids,
         card,
     };
-    match s.payments.pay(request, now).await {
+    match s.payments.pay_known(request, existing, now).await {
         Ok((record, replay)) => {
             let status = if replay {
                 StatusCode::OK

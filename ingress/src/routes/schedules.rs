@@ -353,7 +353,7 @@ pub async fn my_bookings(
 
 /// A booking just held may not be in the read model yet: look again briefly
 /// before answering 404.
-pub(crate) async fn find_booking(s: &AppState, id: BookingId) -> ApiResult<Option<BookingView>> {
+async fn find_booking(s: &AppState, id: BookingId) -> ApiResult<Option<BookingView>> {
     let deadline = tokio::time::Instant::now() + BOOKING_VISIBLE_WITHIN;
     loop {
         if let Some(b) = s.schedule_reads.booking(id).await? {
@@ -364,6 +364,40 @@ pub(crate) async fn find_booking(s: &AppState, id: BookingId) -> ApiResult<Optio
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The caller's PENDING booking `id`, as the read model has it: what may be
+/// released or paid for. 404 `BOOKING_NOT_FOUND`, 403 `NOT_OWNER`, 409
+/// `BOOKING_NOT_PENDING` otherwise; `action` ("released", "paid for") says
+/// what was refused.
+pub(crate) async fn pending_booking_of(
+    s: &AppState,
+    caller: &Caller,
+    id: BookingId,
+    action: &str,
+) -> ApiResult<BookingView> {
+    let booking = find_booking(s, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("BOOKING_NOT_FOUND", format!("no booking {id}")))?;
+    if booking.user_id != caller.user_id {
+        // The same answer as for a booking that does not exist would hide
+        // whether the id is real; the contract asks for the owner check, and
+        // booking ids are unguessable, so say what is wrong.
+        return Err(ApiError::forbidden(
+            "NOT_OWNER",
+            format!("booking {id} is not yours; only its buyer may have it {action}"),
+        ));
+    }
+    if booking.status != BookingStatus::Pending {
+        return Err(ApiError::conflict(
+            "BOOKING_NOT_PENDING",
+            format!(
+                "booking {id} is {}; only a PENDING booking can be {action}",
+                booking.status.as_str()
+            ),
+        ));
+    }
+    Ok(booking)
 }
 
 #[utoipa::path(delete, path = "/api/v1/bookings/{booking_id}", tag = "seats",
@@ -379,31 +413,9 @@ pub async fn release_booking(
 ) -> Result<Response, Response> {
     let ids = command_id(&headers, &caller).map_err(IntoResponse::into_response)?;
     let booking_id = BookingId::from_uuid(booking_id);
-    let not_found = || ApiError::not_found("BOOKING_NOT_FOUND", "no such booking").into_response();
-    let booking = find_booking(&s, booking_id)
+    let booking = pending_booking_of(&s, &caller, booking_id, "released")
         .await
-        .map_err(IntoResponse::into_response)?
-        .ok_or_else(not_found)?;
-    if booking.user_id != caller.user_id {
-        // The same answer as for a booking that does not exist would hide
-        // whether the id is real; the contract asks for the owner check, and
-        // booking ids are unguessable, so say what is wrong.
-        return Err(
-            ApiError::forbidden("NOT_OWNER", "only the buyer who holds it may release it")
-                .into_response(),
-        );
-    }
-    if booking.status != BookingStatus::Pending {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "BOOKING_NOT_PENDING",
-            format!(
-                "the booking is {}; only a PENDING hold can be released",
-                booking.status.as_str()
-            ),
-        )
-        .into_response());
-    }
+        .map_err(IntoResponse::into_response)?;
     let reply = decide(
         &s,
         booking.schedule_id,
