@@ -4,7 +4,10 @@
 //! appear in an event: topics are read by other teams.
 
 use crate::account::Role;
-use crate::ids::{CommandId, ConcertId, EventId, ScheduleId, StageId, UserId};
+use crate::ids::{
+    BookingId, CommandId, ConcertId, EventId, PaymentId, ScheduleId, StageId, UserId,
+};
+use crate::payment::{PaymentRecord, PaymentStatus, Refund};
 use crate::schedule::{Envelope, Fact, Reply, ScheduleState};
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -131,6 +134,92 @@ pub struct SnapshotsCheckpointed {
     pub restore_from: i64,
 }
 
+/// A payment as recorded right after one change: every payment event carries
+/// the whole row, so a sink writes complete rows from any single event and a
+/// replay in any order settles on the newest `revision`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentSnapshot {
+    pub payment_id: PaymentId,
+    pub user_id: UserId,
+    pub schedule_id: ScheduleId,
+    pub concert_id: ConcertId,
+    pub booking_ids: Vec<BookingId>,
+    pub status: PaymentStatus,
+    pub total_price: i64,
+    pub refund_price: i64,
+    pub card_last4: String,
+    pub revision: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&PaymentRecord> for PaymentSnapshot {
+    fn from(p: &PaymentRecord) -> Self {
+        Self {
+            payment_id: p.payment_id,
+            user_id: p.user_id,
+            schedule_id: p.schedule_id,
+            concert_id: p.concert_id,
+            booking_ids: p.booking_ids.clone(),
+            status: p.ledger.status,
+            total_price: p.ledger.total_price,
+            refund_price: p.ledger.refund_price,
+            card_last4: p.card_last4.clone(),
+            revision: p.revision,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+/// What happened to a payment. Money moves only in `Completed` (gross) and
+/// `Refunded` (back to the buyer): the settlement sums those two.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PaymentChange {
+    /// Recorded WAITING, before the provider is asked to charge.
+    Started,
+    /// The provider charged the card.
+    Completed,
+    /// Declined, or abandoned before any charge: nothing was taken.
+    Failed,
+    /// Money went back for some bookings.
+    Refunded(Refund),
+}
+
+impl PaymentChange {
+    /// Names the change within its payment: an event about it always gets the
+    /// same id, so a change published twice (after a crash) is recognised.
+    pub fn key(&self) -> String {
+        match self {
+            PaymentChange::Started => "started".into(),
+            PaymentChange::Completed => "completed".into(),
+            PaymentChange::Failed => "failed".into(),
+            PaymentChange::Refunded(r) => format!("refunded-{}", r.refund_id),
+        }
+    }
+}
+
+/// One change of a payment, with the payment as it stands after it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentChanged {
+    pub meta: EventMeta,
+    pub payment: PaymentSnapshot,
+    pub change: PaymentChange,
+}
+
+/// One HTTP request the ingress answered, for the managers' request log.
+/// Never a body, a query string or a header: paths carry ids only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestLogged {
+    /// `event_id` is the request id; `occurred_at` when it arrived; `actor`
+    /// the authenticated caller, `None` for anonymous requests.
+    pub meta: EventMeta,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub latency_micros: u64,
+}
+
 /// Every event the platform produces.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
@@ -147,6 +236,8 @@ pub enum Event {
     ScheduleCommandAnswered(ScheduleCommandAnswered),
     ScheduleSnapshotted(ScheduleSnapshotted),
     SnapshotsCheckpointed(SnapshotsCheckpointed),
+    PaymentChanged(PaymentChanged),
+    RequestLogged(RequestLogged),
 }
 
 impl Event {
@@ -162,6 +253,8 @@ impl Event {
             Event::ScheduleCommandAnswered(e) => &e.meta,
             Event::ScheduleSnapshotted(e) => &e.meta,
             Event::SnapshotsCheckpointed(e) => &e.meta,
+            Event::PaymentChanged(e) => &e.meta,
+            Event::RequestLogged(e) => &e.meta,
         }
     }
 
@@ -184,6 +277,15 @@ impl Event {
             // latest checkpoint of each partition.
             Event::ScheduleSnapshotted(e) => e.schedule_id.to_string(),
             Event::SnapshotsCheckpointed(e) => format!("checkpoint-{}", e.partition),
+            // A payment's changes stay in order on one partition; payments
+            // are not decided by the schedule processor, so the schedule
+            // need not be the key (and a flash sale's payments spread out).
+            Event::PaymentChanged(e) => e.payment.payment_id.to_string(),
+            // A caller's requests stay in order; anonymous ones spread.
+            Event::RequestLogged(e) => e
+                .meta
+                .actor
+                .map_or_else(|| e.meta.event_id.to_string(), |u| u.to_string()),
         }
     }
 
@@ -201,6 +303,8 @@ impl Event {
             Event::ScheduleCommandAnswered(_) => "ScheduleCommandAnswered",
             Event::ScheduleSnapshotted(_) => "ScheduleSnapshotted",
             Event::SnapshotsCheckpointed(_) => "SnapshotsCheckpointed",
+            Event::PaymentChanged(_) => "PaymentChanged",
+            Event::RequestLogged(_) => "RequestLogged",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! never completed.
 
 use crate::error::ValidationError;
+use crate::events::PaymentChange;
 use crate::ids::{BookingId, ConcertId, PaymentId, RefundId, ScheduleId, UserId};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -506,6 +507,59 @@ impl PaymentRecord {
         Ok(next)
     }
 
+    /// The charge landed after the payment window and the seats went back on
+    /// sale: the money is given back at once, as a refund of every booking
+    /// (so the books show the charge and its refund, not nothing).
+    pub fn charged_too_late(
+        &self,
+        payment_key: String,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Self, PaymentError> {
+        let completed = self.ledger.complete()?;
+        let mut next = self.with_ledger(
+            completed.refund(completed.total_price)?,
+            Some(payment_key),
+            now,
+        );
+        next.refunds.push(Refund {
+            refund_id: RefundId::of_late_charge(self.payment_id),
+            booking_ids: self.booking_ids.clone(),
+            amount: completed.total_price,
+            reason: reason.to_string(),
+            requested_at: now,
+            refunded_at: Some(now),
+        });
+        Ok(next)
+    }
+
+    /// What happened between `before` (the record as it was; `None` for one
+    /// not recorded before) and this record, in the order it happened. With
+    /// `None` it is the payment's whole history, for publishing it again.
+    pub fn changes_since(&self, before: Option<&PaymentRecord>) -> Vec<PaymentChange> {
+        let mut out = Vec::new();
+        if before.is_none() {
+            out.push(PaymentChange::Started);
+        }
+        let was_waiting = before.is_none_or(|b| b.ledger.status == PaymentStatus::Waiting);
+        match self.ledger.status {
+            PaymentStatus::Waiting => {}
+            PaymentStatus::Failed if was_waiting => out.push(PaymentChange::Failed),
+            PaymentStatus::Failed => {}
+            _ if was_waiting => out.push(PaymentChange::Completed),
+            _ => {}
+        }
+        for r in self.refunds.iter().filter(|r| r.refunded_at.is_some()) {
+            let known = before
+                .and_then(|b| b.refund(r.refund_id))
+                .is_some_and(|old| old.refunded_at.is_some());
+            if !known {
+                out.push(PaymentChange::Refunded(r.clone()));
+            }
+        }
+        out
+    }
+
     /// The refund could not happen (the seats were not refundable): it is
     /// forgotten, and nothing was paid back.
     pub fn drop_refund(&self, id: RefundId, now: DateTime<Utc>) -> Self {
@@ -743,6 +797,67 @@ mod tests {
         assert!(dropped.request_refund(rid(2), None, "x", now).is_ok());
     }
 
+    fn kinds(changes: &[PaymentChange]) -> Vec<String> {
+        changes.iter().map(PaymentChange::key).collect()
+    }
+
+    #[test]
+    fn each_change_is_published_once_and_the_whole_history_replays() {
+        let p = paid(2, 100);
+        let now = p.created_at;
+        let mut waiting = p.clone();
+        waiting.ledger = PaymentLedger::new(100);
+        waiting.revision = 0;
+        assert_eq!(kinds(&waiting.changes_since(None)), ["started"]);
+        assert_eq!(kinds(&p.changes_since(Some(&waiting))), ["completed"]);
+        let failed = waiting.with_ledger(waiting.ledger.fail().unwrap(), None, now);
+        assert_eq!(kinds(&failed.changes_since(Some(&waiting))), ["failed"]);
+        assert_eq!(kinds(&failed.changes_since(None)), ["started", "failed"]);
+        let asked = p
+            .request_refund(rid(7), Some(&p.booking_ids[..1]), "x", now)
+            .unwrap();
+        assert!(
+            asked.changes_since(Some(&p)).is_empty(),
+            "nothing moved yet"
+        );
+        let part = asked.finish_refund(rid(7), now).unwrap();
+        let refund = part.refund(rid(7)).unwrap().clone();
+        assert_eq!(
+            part.changes_since(Some(&asked)),
+            vec![PaymentChange::Refunded(refund)]
+        );
+        assert_eq!(
+            kinds(&part.changes_since(None)),
+            ["started", "completed", &format!("refunded-{}", rid(7))]
+        );
+        // A refund the seats refused moved no money and says nothing.
+        let dropped = asked.drop_refund(rid(7), now);
+        assert!(dropped.changes_since(Some(&asked)).is_empty());
+    }
+
+    #[test]
+    fn a_late_charge_is_completed_and_refunded_in_one_change() {
+        let mut waiting = paid(3, 100);
+        waiting.ledger = PaymentLedger::new(100);
+        let now = waiting.created_at;
+        let late = waiting
+            .charged_too_late("pk".into(), "too late", now)
+            .unwrap();
+        assert_eq!(late.ledger.status, PaymentStatus::Canceled);
+        assert_eq!(late.ledger.refund_price, 100);
+        assert_eq!(late.cancelled_bookings().len(), 3);
+        assert_eq!(late.in_flight_since(), None);
+        let refund_id = RefundId::of_late_charge(late.payment_id);
+        assert_eq!(
+            kinds(&late.changes_since(Some(&waiting))),
+            ["completed", &format!("refunded-{refund_id}")]
+        );
+        assert!(
+            late.charged_too_late("pk".into(), "x", now).is_err(),
+            "only from WAITING"
+        );
+    }
+
     proptest! {
         /// Refunding bookings in any grouping refunds exactly the total once
         /// every booking is cancelled, even when the total does not divide
@@ -768,6 +883,39 @@ mod tests {
             let all_cancelled = p.cancelled_bookings().len() == n;
             prop_assert_eq!(all_cancelled, p.ledger.refund_price == total);
             prop_assert_eq!(all_cancelled, p.ledger.status == PaymentStatus::Canceled);
+        }
+
+        /// Publishing each change as it happens and replaying the whole
+        /// history tell the same story, and the money in it adds up: the
+        /// charge minus the refunds is what the payment keeps.
+        #[test]
+        fn published_changes_match_the_history_and_add_up(
+            n in 1usize..6, total in 1i64..100_000, groups in prop::collection::vec(1usize..3, 0..6),
+        ) {
+            let mut p = paid(n, total);
+            let now = p.created_at;
+            let mut waiting = p.clone();
+            waiting.ledger = PaymentLedger::new(total);
+            let mut published = waiting.changes_since(None);
+            published.extend(p.changes_since(Some(&waiting)));
+            for (k, g) in groups.into_iter().enumerate() {
+                let left: Vec<BookingId> = p.booking_ids.iter()
+                    .filter(|b| !p.cancelled_bookings().contains(b)).copied().take(g).collect();
+                if left.is_empty() {
+                    break;
+                }
+                let asked = p.request_refund(rid(k as u128), Some(&left), "r", now).unwrap();
+                published.extend(asked.changes_since(Some(&p)));
+                let done = asked.finish_refund(rid(k as u128), now).unwrap();
+                published.extend(done.changes_since(Some(&asked)));
+                p = done;
+            }
+            prop_assert_eq!(&published, &p.changes_since(None));
+            let refunded: i64 = published.iter().map(|c| match c {
+                PaymentChange::Refunded(r) => r.amount,
+                _ => 0,
+            }).sum();
+            prop_assert_eq!(refunded, p.ledger.refund_price);
         }
 
         /// Whatever refunds are asked, the refunded amount never exceeds the

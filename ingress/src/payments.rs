@@ -286,19 +286,15 @@ impl PaymentService {
                     return self.finish(&record, completed, Some(key), now).await;
                 }
                 // Too late: the seats went back on sale. The money goes back.
+                const WHY: &str = "payment window ran out";
                 self.provider
-                    .cancel(
-                        &key,
-                        total,
-                        "payment window ran out",
-                        &step_id(id, "refund-late").to_string(),
-                    )
+                    .cancel(&key, total, WHY, &RefundId::of_late_charge(id).to_string())
                     .await
                     .map_err(|e| PayError::Unavailable(e.to_string()))?;
-                let refunded = completed
-                    .refund(total)
-                    .expect("a full refund of a completed payment");
-                self.finish(&record, refunded, Some(key), now).await
+                let refunded = record
+                    .charged_too_late(key, WHY, now)
+                    .expect("from waiting");
+                self.write(&record, refunded).await
             }
         }
     }
@@ -330,7 +326,17 @@ impl PaymentService {
         payment_key: Option<String>,
         now: DateTime<Utc>,
     ) -> Result<PaymentRecord, PayError> {
-        let next = record.with_ledger(ledger, payment_key, now);
+        self.write(record, record.with_ledger(ledger, payment_key, now))
+            .await
+    }
+
+    /// Records `next`; if another attempt moved the payment first, its
+    /// outcome stands.
+    async fn write(
+        &self,
+        record: &PaymentRecord,
+        next: PaymentRecord,
+    ) -> Result<PaymentRecord, PayError> {
         if self.store.update_payment(record, &next).await? {
             return Ok(next);
         }

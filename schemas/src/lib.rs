@@ -55,6 +55,8 @@ pub const SCHEMA_FILES: &[SchemaFile] = &[
     schema_file!("ScheduleCommandAnswered"),
     schema_file!("ScheduleSnapshotted"),
     schema_file!("SnapshotsCheckpointed"),
+    schema_file!("PaymentChanged"),
+    schema_file!("RequestLogged"),
 ];
 
 #[cfg(test)]

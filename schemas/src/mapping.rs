@@ -7,14 +7,16 @@ use apache_avro::types::Value;
 use chrono::{DateTime, NaiveDate, NaiveTime, Timelike, Utc};
 use ticketing_domain::account::Role;
 use ticketing_domain::events::{
-    ConcertCreated, Event, EventMeta, ScheduleCommandAnswered, ScheduleCommandIssued,
-    ScheduleCreated, ScheduleFactRecorded, ScheduleSnapshotted, ScheduleTicked,
-    SnapshotsCheckpointed, StageCreated, UserRegistered,
+    ConcertCreated, Event, EventMeta, PaymentChange, PaymentChanged, PaymentSnapshot,
+    RequestLogged, ScheduleCommandAnswered, ScheduleCommandIssued, ScheduleCreated,
+    ScheduleFactRecorded, ScheduleSnapshotted, ScheduleTicked, SnapshotsCheckpointed, StageCreated,
+    UserRegistered,
 };
+use ticketing_domain::payment::{PaymentStatus, Refund};
 
 /// How a snapshot's state is encoded; a reader refuses formats it does not know.
 const STATE_FORMAT: &str = "json-v1";
-use ticketing_domain::ids::{BookingId, CommandId, UserId};
+use ticketing_domain::ids::{BookingId, CommandId, RefundId, UserId};
 use ticketing_domain::schedule::{
     AbortReason, CancelReason, Command, Envelope, Fact, FactKind, HeldSeat, QueueStatus, Rejection,
     Reply, SeatRef,
@@ -455,8 +457,87 @@ fn schedule_created(e: &ScheduleCreated) -> Result<Value, CodecError> {
     ))
 }
 
+// ---- payments and request logs -------------------------------------------
+
+/// The `PaymentStatus` enum's symbols, in schema order.
+const PAYMENT_STATUSES: [PaymentStatus; 5] = [
+    PaymentStatus::Waiting,
+    PaymentStatus::Completed,
+    PaymentStatus::Failed,
+    PaymentStatus::Canceled,
+    PaymentStatus::PartCanceled,
+];
+
+fn uuids<T>(ids: &[T], as_uuid: impl Fn(&T) -> Uuid) -> Value {
+    Value::Array(ids.iter().map(|i| uuid(as_uuid(i))).collect())
+}
+
+fn payment_changed(e: &PaymentChanged) -> Result<Value, CodecError> {
+    let p = &e.payment;
+    let status_index = PAYMENT_STATUSES
+        .iter()
+        .position(|s| *s == p.status)
+        .expect("every status is a symbol") as u32;
+    let change = match &e.change {
+        PaymentChange::Started => branch(0, vec![]),
+        PaymentChange::Completed => branch(1, vec![]),
+        PaymentChange::Failed => branch(2, vec![]),
+        PaymentChange::Refunded(r) => branch(
+            3,
+            vec![
+                ("refund_id", uuid(r.refund_id.as_uuid())),
+                ("booking_ids", uuids(&r.booking_ids, BookingId::as_uuid)),
+                ("amount", Value::Long(r.amount)),
+                ("reason", Value::String(r.reason.clone())),
+                ("requested_at", timestamp(r.requested_at)),
+                (
+                    "refunded_at",
+                    timestamp(r.refunded_at.ok_or_else(|| {
+                        CodecError::Encode("a refund is published once it is done".into())
+                    })?),
+                ),
+            ],
+        ),
+    };
+    Ok(record(
+        meta(&e.meta),
+        vec![
+            ("payment_id", uuid(p.payment_id.as_uuid())),
+            user(p.user_id),
+            ("schedule_id", uuid(p.schedule_id.as_uuid())),
+            ("concert_id", uuid(p.concert_id.as_uuid())),
+            ("booking_ids", uuids(&p.booking_ids, BookingId::as_uuid)),
+            (
+                "status",
+                Value::Enum(status_index, p.status.as_str().to_string()),
+            ),
+            ("total_price", Value::Long(p.total_price)),
+            ("refund_price", Value::Long(p.refund_price)),
+            ("last4", Value::String(p.card_last4.clone())),
+            ("revision", long("revision", p.revision)?),
+            ("created_at", timestamp(p.created_at)),
+            ("updated_at", timestamp(p.updated_at)),
+            ("change", change),
+        ],
+    ))
+}
+
+fn request_logged(e: &RequestLogged) -> Result<Value, CodecError> {
+    Ok(record(
+        meta(&e.meta),
+        vec![
+            ("method", Value::String(e.method.clone())),
+            ("path", Value::String(e.path.clone())),
+            ("status", Value::Int(e.status.into())),
+            ("latency_micros", long("latency_micros", e.latency_micros)?),
+        ],
+    ))
+}
+
 pub(crate) fn to_value(event: &Event) -> Result<Value, CodecError> {
     Ok(match event {
+        Event::PaymentChanged(e) => payment_changed(e)?,
+        Event::RequestLogged(e) => request_logged(e)?,
         Event::UserRegistered(e) => {
             let role = e.role;
             let index = match role {
@@ -1124,6 +1205,55 @@ pub(crate) fn from_value(event_name: &str, value: Value) -> Result<Event, CodecE
             command_id: CommandId::from(f.uuid("command_id")?),
             reply_to: f.string("reply_to")?,
             reply: reply_of(f.union("reply")?)?,
+        }),
+        "PaymentChanged" => {
+            let payment = PaymentSnapshot {
+                payment_id: f.uuid("payment_id")?.into(),
+                user_id: f.user()?,
+                schedule_id: f.uuid("schedule_id")?.into(),
+                concert_id: f.uuid("concert_id")?.into(),
+                booking_ids: f.booking_ids("booking_ids")?,
+                status: {
+                    let symbol = f.symbol("status")?;
+                    PaymentStatus::parse(&symbol)
+                        .ok_or_else(|| malformed("status", format!("unknown status {symbol}")))?
+                },
+                total_price: f.long("total_price")?,
+                refund_price: f.long("refund_price")?,
+                card_last4: f.string("last4")?,
+                revision: f.u64("revision")?,
+                created_at: f.timestamp("created_at")?,
+                updated_at: f.timestamp("updated_at")?,
+            };
+            let change = match f.union("change")? {
+                (0, _) => PaymentChange::Started,
+                (1, _) => PaymentChange::Completed,
+                (2, _) => PaymentChange::Failed,
+                (3, v) => {
+                    let mut r = Fields::new(v)?;
+                    PaymentChange::Refunded(Refund {
+                        refund_id: RefundId::from_uuid(r.uuid("refund_id")?),
+                        booking_ids: r.booking_ids("booking_ids")?,
+                        amount: r.long("amount")?,
+                        reason: r.string("reason")?,
+                        requested_at: r.timestamp("requested_at")?,
+                        refunded_at: Some(r.timestamp("refunded_at")?),
+                    })
+                }
+                (other, _) => return Err(unknown_branch("change", other)),
+            };
+            Event::PaymentChanged(PaymentChanged {
+                meta,
+                payment,
+                change,
+            })
+        }
+        "RequestLogged" => Event::RequestLogged(RequestLogged {
+            meta,
+            method: f.string("method")?,
+            path: f.string("path")?,
+            status: f.u16("status")?,
+            latency_micros: f.u64("latency_micros")?,
         }),
         other => return Err(CodecError::UnknownRecord(other.to_string())),
     })

@@ -3,10 +3,12 @@
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use ticketing_domain::account::Role;
 use ticketing_domain::events::{
-    ConcertCreated, Event, EventMeta, ScheduleCommandAnswered, ScheduleCommandIssued,
-    ScheduleCreated, ScheduleFactRecorded, ScheduleSnapshotted, ScheduleTicked,
-    SnapshotsCheckpointed, StageCreated, UserRegistered,
+    ConcertCreated, Event, EventMeta, PaymentChange, PaymentChanged, PaymentSnapshot,
+    RequestLogged, ScheduleCommandAnswered, ScheduleCommandIssued, ScheduleCreated,
+    ScheduleFactRecorded, ScheduleSnapshotted, ScheduleTicked, SnapshotsCheckpointed, StageCreated,
+    UserRegistered,
 };
+use ticketing_domain::payment::{PaymentStatus, Refund};
 use ticketing_domain::schedule::{
     AbortReason, CancelReason, Command, Envelope, Fact, FactKind, HeldSeat, QueueStatus, Rejection,
     Reply, ScheduleState, SeatRef, Settings,
@@ -300,7 +302,68 @@ pub fn every_event() -> Vec<Event> {
     }
     events.extend(schedule_events());
     events.extend(snapshot_events());
+    events.extend(payment_events());
+    events.push(Event::RequestLogged(RequestLogged {
+        meta: meta(90, Some(91)),
+        method: "POST".into(),
+        path: "/api/v1/payments".into(),
+        status: 201,
+        latency_micros: u64::MAX >> 1,
+    }));
     events
+}
+
+/// One payment's changes, each status once.
+pub fn payment_events() -> Vec<Event> {
+    let snapshot = |status, refund_price, revision| PaymentSnapshot {
+        payment_id: id(80).into(),
+        user_id: id(81).into(),
+        schedule_id: id(82).into(),
+        concert_id: id(83).into(),
+        booking_ids: vec![id(84).into(), id(85).into()],
+        status,
+        total_price: 140_000,
+        refund_price,
+        card_last4: "4242".into(),
+        revision,
+        created_at: at("2026-11-24T23:59:59.999Z"),
+        updated_at: at("2026-11-25T00:00:01Z"),
+    };
+    let refund = |n: u128, booking: u128| Refund {
+        refund_id: id(n).into(),
+        booking_ids: vec![id(booking).into()],
+        amount: 70_000,
+        reason: "일정이 바뀌었어요".into(),
+        requested_at: at("2026-11-25T01:00:00Z"),
+        refunded_at: Some(at("2026-11-25T01:00:02.5Z")),
+    };
+    [
+        (PaymentStatus::Waiting, 0, 0, PaymentChange::Started),
+        (PaymentStatus::Failed, 0, 1, PaymentChange::Failed),
+        (PaymentStatus::Completed, 0, 1, PaymentChange::Completed),
+        (
+            PaymentStatus::PartCanceled,
+            70_000,
+            3,
+            PaymentChange::Refunded(refund(86, 84)),
+        ),
+        (
+            PaymentStatus::Canceled,
+            140_000,
+            u64::MAX >> 1,
+            PaymentChange::Refunded(refund(87, 85)),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(n, (status, refunded, revision, change))| {
+        Event::PaymentChanged(PaymentChanged {
+            meta: meta(100 + n as u128, Some(81)),
+            payment: snapshot(status, refunded, revision),
+            change,
+        })
+    })
+    .collect()
 }
 
 /// A snapshot of a schedule with a waiting room, an admission and a hold, and
@@ -387,6 +450,11 @@ pub fn without_optionals() -> Vec<Event> {
                 Event::ScheduleCommandAnswered(x) => x.meta.actor = None,
                 Event::ScheduleSnapshotted(x) => x.meta.actor = None,
                 Event::SnapshotsCheckpointed(x) => x.meta.actor = None,
+                Event::PaymentChanged(x) => {
+                    x.meta.actor = None;
+                    x.payment.booking_ids.clear();
+                }
+                Event::RequestLogged(x) => x.meta.actor = None,
             }
             e
         })

@@ -30,6 +30,8 @@ pub const SCHEDULES: &str = "ticketing.schedules.v1";
 pub const SCHEDULE_EVENTS: &str = "ticketing.schedule-events.v1";
 pub const SCHEDULE_REPLIES: &str = "ticketing.schedule-replies.v1";
 pub const SCHEDULE_SNAPSHOTS: &str = "ticketing.schedule-snapshots.v1";
+pub const PAYMENTS: &str = "ticketing.payments.v1";
+pub const REQUEST_LOGS: &str = "ticketing.request-logs.v1";
 
 pub const ALL: &[TopicSpec] = &[
     TopicSpec {
@@ -80,6 +82,20 @@ pub const ALL: &[TopicSpec] = &[
         description: "The schedule processor's snapshots, so a restore need not read the changelog from its start: ScheduleSnapshotted (one schedule's state), SnapshotsCheckpointed (where a partition's restore starts in the changelog). Compacted: the latest of each key is all that matters.",
         compacted: true,
     },
+    TopicSpec {
+        name: PAYMENTS,
+        partitions: 6,
+        key: "payment_id",
+        description: "Every change of a payment with the whole payment after it (PaymentChanged): the sinks' source for payments by user, by day and refunds, and the managers' live view. Kept forever (retention.ms=-1): the settlement and a rebuild of the tables replay it.",
+        compacted: false,
+    },
+    TopicSpec {
+        name: REQUEST_LOGS,
+        partitions: 6,
+        key: "user_id / request id",
+        description: "Every HTTP request the ingress answered (RequestLogged): time, caller, method, path, status, latency. Kept for TICKETING_REQUEST_LOG_RETENTION_DAYS (7 by default).",
+        compacted: false,
+    },
 ];
 
 /// Topic-level settings beyond partitions and compaction, as Kafka config
@@ -91,6 +107,7 @@ pub fn configs(name: &str) -> &'static [(&'static str, &'static str)] {
         // One schedule's state in a flash sale of 100 000 buyers is a few MB
         // of JSON; the producer compresses it.
         SCHEDULE_SNAPSHOTS => &[("max.message.bytes", "33554432")],
+        PAYMENTS => &[("retention.ms", "-1"), ("retention.bytes", "-1")],
         _ => &[],
     }
 }
@@ -106,6 +123,8 @@ pub fn topic_for(event: &Event) -> &'static str {
         Event::ScheduleInitialised(_) | Event::ScheduleFactRecorded(_) => SCHEDULE_EVENTS,
         Event::ScheduleCommandAnswered(_) => SCHEDULE_REPLIES,
         Event::ScheduleSnapshotted(_) | Event::SnapshotsCheckpointed(_) => SCHEDULE_SNAPSHOTS,
+        Event::PaymentChanged(_) => PAYMENTS,
+        Event::RequestLogged(_) => REQUEST_LOGS,
     }
 }
 
@@ -119,6 +138,8 @@ pub fn topic_for_event_name(name: &str) -> Option<&'static str> {
         "ScheduleInitialised" | "ScheduleFactRecorded" => Some(SCHEDULE_EVENTS),
         "ScheduleCommandAnswered" => Some(SCHEDULE_REPLIES),
         "ScheduleSnapshotted" | "SnapshotsCheckpointed" => Some(SCHEDULE_SNAPSHOTS),
+        "PaymentChanged" => Some(PAYMENTS),
+        "RequestLogged" => Some(REQUEST_LOGS),
         _ => None,
     }
 }
