@@ -87,6 +87,7 @@ pub(crate) async fn ingress_state(
         backends.provider,
         gateway.clone(),
         cards,
+        publisher.clone(),
     ));
     let state = AppState {
         accounts: backends.accounts,

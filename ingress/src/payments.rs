@@ -7,17 +7,19 @@
 
 use crate::gateway::{GatewayError, ScheduleGateway};
 use crate::ids::derived_uuid;
+use crate::publish::{EventPublisher, PublishError};
 use crate::security::card::CardCipher;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use thiserror::Error;
+use ticketing_domain::events::{Event, EventMeta, PaymentChange, PaymentChanged, PaymentSnapshot};
 use ticketing_domain::ids::{
-    BookingId, CommandId, ConcertId, PaymentId, RefundId, ScheduleId, UserId,
+    BookingId, CommandId, ConcertId, EventId, PaymentId, RefundId, ScheduleId, UserId,
 };
 use ticketing_domain::payment::{Card, PaymentLedger, PaymentRecord, PaymentStatus, RefundError};
 use ticketing_domain::schedule::{Command, Rejection, Reply};
 use ticketing_payments::{ChargeRequest, PaymentProvider, ProviderError};
-use ticketing_storage::{PaymentCreated, PaymentStore, StoreError};
+use ticketing_storage::{PaymentCreated, PaymentStore, PaymentToSweep, StoreError};
 
 /// A request to pay for some of a buyer's held bookings of one schedule.
 #[derive(Clone, Debug)]
@@ -126,6 +128,7 @@ pub struct PaymentService {
     provider: Arc<dyn PaymentProvider>,
     schedules: Arc<dyn ScheduleGateway>,
     cards: CardCipher,
+    events: EventPublisher,
 }
 
 /// What the provider said about a charge, once known.
@@ -140,13 +143,61 @@ impl PaymentService {
         provider: Arc<dyn PaymentProvider>,
         schedules: Arc<dyn ScheduleGateway>,
         cards: CardCipher,
+        events: EventPublisher,
     ) -> Self {
         Self {
             store,
             provider,
             schedules,
             cards,
+            events,
         }
+    }
+
+    /// Records `next` if the payment is still at `before`'s revision, then
+    /// publishes what changed.
+    async fn update(
+        &self,
+        before: &PaymentRecord,
+        next: &PaymentRecord,
+    ) -> Result<bool, StoreError> {
+        if !self.store.update_payment(before, next).await? {
+            return Ok(false);
+        }
+        self.announce(Some(before), next).await;
+        Ok(true)
+    }
+
+    /// Publishes the changes from `before` to `after` on the payments topic.
+    /// Once published, a payment that went out of flight leaves the
+    /// sweeper's list; until then (a failed publish, a crash) the sweeper
+    /// publishes its history again, with the same event ids.
+    async fn announce(&self, before: Option<&PaymentRecord>, after: &PaymentRecord) {
+        if let Err(e) = self.publish(after, after.changes_since(before)).await {
+            tracing::warn!(payment_id = %after.payment_id, error = %e,
+                "payment change not published; the sweeper publishes it later");
+            return;
+        }
+        let left = before
+            .and_then(PaymentRecord::in_flight_since)
+            .filter(|since| after.in_flight_since() != Some(*since));
+        if let Some(since) = left {
+            if let Err(e) = self.store.forget_in_flight(after.payment_id, since).await {
+                tracing::debug!(payment_id = %after.payment_id, error = %e,
+                    "published payment kept on the sweeper's list");
+            }
+        }
+    }
+
+    async fn publish(
+        &self,
+        record: &PaymentRecord,
+        changes: Vec<PaymentChange>,
+    ) -> Result<(), PublishError> {
+        for change in changes {
+            self.events.publish(&change_event(record, change)).await?;
+        }
+        Ok(())
     }
 
     /// Pays, or reports what an earlier attempt with the same payment id
@@ -207,7 +258,10 @@ impl PaymentService {
             refunds: vec![],
         };
         let (record, replay) = match self.store.create_payment(&record).await? {
-            PaymentCreated::Created => (record, false),
+            PaymentCreated::Created => {
+                self.announce(None, &record).await;
+                (record, false)
+            }
             // A concurrent request with the same key got there first.
             PaymentCreated::Existing(existing) => (*existing, true),
         };
@@ -337,7 +391,7 @@ impl PaymentService {
         record: &PaymentRecord,
         next: PaymentRecord,
     ) -> Result<PaymentRecord, PayError> {
-        if self.store.update_payment(record, &next).await? {
+        if self.update(record, &next).await? {
             return Ok(next);
         }
         self.store
@@ -387,7 +441,7 @@ impl PaymentService {
                 &req.reason,
                 now,
             )?;
-            if self.store.update_payment(&record, &asked).await? {
+            if self.update(&record, &asked).await? {
                 let done = self.finish_refund(asked, req.refund_id, now).await?;
                 return Ok((done, false));
             }
@@ -440,7 +494,7 @@ impl PaymentService {
                 }
                 Ok(Reply::Rejected(Rejection::NotRefundable)) => {
                     let dropped = record.drop_refund(id, now);
-                    if !self.store.update_payment(&record, &dropped).await? {
+                    if !self.update(&record, &dropped).await? {
                         record = self.reload(record.payment_id).await?;
                         continue;
                     }
@@ -474,7 +528,7 @@ impl PaymentService {
             let next = record
                 .finish_refund(id, now)
                 .map_err(|e| CancelError::Unavailable(e.to_string()))?;
-            if self.store.update_payment(&record, &next).await? {
+            if self.update(&record, &next).await? {
                 tracing::info!(payment_id = %record.payment_id, refund_id = %id,
                     amount = refund.amount, "refunded");
                 return Ok(next);
@@ -488,9 +542,10 @@ impl PaymentService {
 
     /// Finishes payments in flight since before `before` (a crash between
     /// the charge and its record, or in the middle of a refund): asks the
-    /// provider, never charges.
+    /// provider, never charges. Payments that moved on without their change
+    /// being published have their history published again.
     pub async fn sweep(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> usize {
-        let in_flight = match self.store.payments_in_flight_before(before, 100).await {
+        let listed = match self.store.payments_to_sweep(before, 100).await {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(error = %e, "payment sweep: store unavailable");
@@ -498,9 +553,25 @@ impl PaymentService {
             }
         };
         let mut settled = 0;
-        for record in in_flight {
+        for PaymentToSweep {
+            since,
+            payment: record,
+        } in listed
+        {
             let id = record.payment_id;
-            if record.ledger.status == PaymentStatus::Waiting {
+            if record.in_flight_since() != Some(since) {
+                match self.publish(&record, record.changes_since(None)).await {
+                    Ok(()) => {
+                        settled += 1;
+                        if let Err(e) = self.store.forget_in_flight(id, since).await {
+                            tracing::debug!(payment_id = %id, error = %e, "sweep: entry kept");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::info!(payment_id = %id, error = %e, "payment not published yet")
+                    }
+                }
+            } else if record.ledger.status == PaymentStatus::Waiting {
                 match self.settle(record, None, now).await {
                     Ok(_) | Err(PayError::Rejected(_)) => settled += 1,
                     Err(e) => {
@@ -520,6 +591,25 @@ impl PaymentService {
     }
 }
 
+/// The event of one change of a payment. Its id comes from the payment and
+/// the change, so publishing it again (after a crash) repeats the id.
+pub fn change_event(record: &PaymentRecord, change: PaymentChange) -> Event {
+    let event_id = derived_uuid(&[
+        b"payment-event",
+        record.payment_id.as_uuid().as_bytes(),
+        change.key().as_bytes(),
+    ]);
+    Event::PaymentChanged(PaymentChanged {
+        meta: EventMeta {
+            event_id: EventId::from_uuid(event_id),
+            occurred_at: record.updated_at,
+            actor: Some(record.user_id),
+        },
+        payment: PaymentSnapshot::from(record),
+        change,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -530,7 +620,11 @@ mod tests {
     use ticketing_domain::ids::{EventId, StageId};
     use ticketing_domain::schedule::{Envelope, ScheduleState, SeatRef, Settings};
     use ticketing_payments::sandbox::*;
+    use ticketing_runtime::Metrics;
+    use ticketing_schemas::{topics, EmbeddedSchemaRegistry, EventCodec};
     use ticketing_storage::embedded::EmbeddedStore;
+    use ticketing_transport::embedded::EmbeddedLog;
+    use ticketing_transport::Consumer;
     use uuid::Uuid;
 
     fn t(s: i64) -> DateTime<Utc> {
@@ -568,6 +662,8 @@ mod tests {
 
     struct World {
         service: PaymentService,
+        log: EmbeddedLog,
+        codec: EventCodec,
         gateway: Arc<FakeGateway>,
         sandbox: SandboxProvider,
         store: Arc<EmbeddedStore>,
@@ -638,13 +734,22 @@ mod tests {
         let sandbox = SandboxProvider::new();
         let store = Arc::new(EmbeddedStore::in_memory());
         let cards = CardCipher::from_spec(&CardCipher::generate_spec("c1")).unwrap();
+        let log = EmbeddedLog::in_memory(&[(topics::PAYMENTS, 2)]);
+        let codec = EventCodec::start(Arc::new(EmbeddedSchemaRegistry::in_memory()))
+            .await
+            .unwrap();
+        let events =
+            EventPublisher::new(codec.clone(), Arc::new(log.producer()), Metrics::new("t"));
         World {
             service: PaymentService::new(
                 store.clone(),
                 Arc::new(sandbox.clone()),
                 gateway.clone(),
                 cards,
+                events,
             ),
+            log,
+            codec,
             gateway,
             sandbox,
             store,
@@ -656,6 +761,45 @@ mod tests {
     }
 
     impl World {
+        /// A service over the same store, provider and seats whose events go
+        /// nowhere (their topic is missing): a process that dies before
+        /// publishing.
+        async fn mute(&self) -> PaymentService {
+            let nowhere = EmbeddedLog::in_memory(&[]);
+            PaymentService::new(
+                self.store.clone(),
+                Arc::new(self.sandbox.clone()),
+                self.gateway.clone(),
+                CardCipher::from_spec(&CardCipher::generate_spec("c1")).unwrap(),
+                EventPublisher::new(
+                    self.codec.clone(),
+                    Arc::new(nowhere.producer()),
+                    Metrics::new("t"),
+                ),
+            )
+        }
+
+        /// Every change published so far, as `(payment, change key, status)`.
+        async fn published(&self) -> Vec<(PaymentId, String, PaymentStatus)> {
+            let mut consumer = self
+                .log
+                .consumer(&uid().to_string(), &[topics::PAYMENTS])
+                .unwrap();
+            let mut out = Vec::new();
+            let ends: i64 = self.log.end_offsets(topics::PAYMENTS).iter().sum();
+            for _ in 0..ends {
+                let record = consumer.recv().await.unwrap();
+                match self.codec.decode(&record.payload).await.unwrap() {
+                    Event::PaymentChanged(e) => {
+                        out.push((e.payment.payment_id, e.change.key(), e.payment.status))
+                    }
+                    other => panic!("not a payment event: {other:?}"),
+                }
+            }
+            out.sort_by(|a, b| a.1.cmp(&b.1));
+            out
+        }
+
         fn request(&self, payment: PaymentId, number: &str) -> PayRequest {
             PayRequest {
                 payment_id: payment,
@@ -882,6 +1026,7 @@ mod tests {
             }),
             w.gateway.clone(),
             CardCipher::from_spec(&CardCipher::generate_spec("c1")).unwrap(),
+            w.service.events.clone(),
         );
         let id = PaymentId::from_uuid(uid());
         let e = slow.pay(w.request(id, CARD_OK), t(2)).await.unwrap_err();
@@ -897,6 +1042,16 @@ mod tests {
             "the money went back"
         );
         assert_ne!(w.seat(1), Sold, "never sold");
+        let refund = RefundId::of_late_charge(id);
+        assert_eq!(
+            w.published().await,
+            vec![
+                (id, "completed".into(), PaymentStatus::Canceled),
+                (id, format!("refunded-{refund}"), PaymentStatus::Canceled),
+                (id, "started".into(), PaymentStatus::Waiting),
+            ],
+            "the books show the charge and the refund"
+        );
     }
 
     #[tokio::test]
@@ -1085,5 +1240,55 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, CancelError::NotFound), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn every_change_is_published_once_with_the_payment_after_it() {
+        let w = world().await;
+        let id = PaymentId::from_uuid(uid());
+        w.service.pay(w.request(id, CARD_OK), t(2)).await.unwrap();
+        w.service.pay(w.request(id, CARD_OK), t(3)).await.unwrap();
+        assert_eq!(
+            w.published().await,
+            vec![
+                (id, "completed".into(), PaymentStatus::Completed),
+                (id, "started".into(), PaymentStatus::Waiting),
+            ],
+            "a replayed request publishes nothing"
+        );
+        let refund = RefundId::from_uuid(uid());
+        w.service
+            .cancel(cancel(id, refund, Some(w.bookings[..1].to_vec())), t(4))
+            .await
+            .unwrap();
+        let all = w.published().await;
+        assert_eq!(all.len(), 3);
+        assert!(all.contains(&(
+            id,
+            format!("refunded-{refund}"),
+            PaymentStatus::PartCanceled
+        )));
+        // Everything published: nothing left for the sweeper.
+        assert_eq!(w.service.sweep(t(1000), t(1000)).await, 0);
+        assert_eq!(w.published().await.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn changes_lost_in_a_crash_are_published_by_the_sweeper() {
+        let w = world().await;
+        let id = PaymentId::from_uuid(uid());
+        let mute = w.mute().await;
+        mute.pay(w.request(id, CARD_OK), t(2)).await.unwrap();
+        assert!(w.published().await.is_empty());
+        assert_eq!(w.service.sweep(t(1000), t(1000)).await, 1);
+        assert_eq!(
+            w.published().await,
+            vec![
+                (id, "completed".into(), PaymentStatus::Completed),
+                (id, "started".into(), PaymentStatus::Completed),
+            ],
+            "the history again, with the payment as it now is"
+        );
+        assert_eq!(w.service.sweep(t(1000), t(1000)).await, 0, "once");
     }
 }

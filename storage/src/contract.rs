@@ -6,17 +6,20 @@
 //! expiry keep no more; an adapter must give back exactly what it was given.
 
 use crate::ports::{
-    AccountStore, CatalogStore, PaymentCreated, PaymentStore, RotateOutcome, Session, SessionStore,
-    StoreError,
+    AccountStore, BookingRow, BookingRows, CatalogStore, ListCursor, PaymentCreated, PaymentStore,
+    PaymentViews, RefundView, RotateOutcome, Session, SessionStore, StoreError,
 };
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use ticketing_domain::account::{Email, Nickname, Role, User};
 use ticketing_domain::audit::{Audit, Deletion};
+use ticketing_domain::booking::BookingStatus;
 use ticketing_domain::catalog::{Concert, Schedule, SeatGrid, Stage};
+use ticketing_domain::events::PaymentSnapshot;
 use ticketing_domain::ids::{
     BookingId, ConcertId, PaymentId, RefundId, ScheduleId, StageId, UserId,
 };
-use ticketing_domain::payment::{PaymentLedger, PaymentRecord, PaymentStatus};
+use ticketing_domain::payment::{PaymentLedger, PaymentRecord, PaymentStatus, Refund};
+use ticketing_domain::schedule::SeatRef;
 use uuid::Uuid;
 
 /// A fixed instant, so that runs are reproducible.
@@ -552,13 +555,25 @@ pub async fn payments(store: &dyn PaymentStore) {
     let mut done = payment(at - Duration::seconds(20));
     done.ledger = done.ledger.complete().unwrap();
     store.create_payment(&done).await.unwrap();
+    // "In flight" here: listed for the sweeper and still in flight.
     let in_flight = |before| async move {
         store
-            .payments_in_flight_before(before, 100)
+            .payments_to_sweep(before, 100)
             .await
             .unwrap()
             .into_iter()
-            .map(|w| w.payment_id)
+            .filter(|w| w.payment.in_flight_since() == Some(w.since))
+            .map(|w| w.payment.payment_id)
+            .collect::<Vec<_>>()
+    };
+    let swept = |before, id| async move {
+        store
+            .payments_to_sweep(before, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|w| w.payment.payment_id == id)
+            .map(|w| w.since)
             .collect::<Vec<_>>()
     };
     let ids: Vec<PaymentId> = in_flight(at + Duration::seconds(1))
@@ -591,10 +606,21 @@ pub async fn payments(store: &dyn PaymentStore) {
     let stored = store.payment(p.payment_id).await.unwrap().unwrap();
     assert_eq!(stored, charged);
     assert_eq!(stored.revision, 1);
-    // Out of WAITING, out of the sweeper's list.
+    // Out of WAITING, but still listed until its change is published.
     assert!(!in_flight(at + Duration::seconds(1))
         .await
         .contains(&p.payment_id));
+    assert_eq!(
+        swept(at + Duration::seconds(1), p.payment_id).await,
+        vec![p.created_at]
+    );
+    store
+        .forget_in_flight(p.payment_id, p.created_at)
+        .await
+        .unwrap();
+    assert!(swept(at + Duration::seconds(1), p.payment_id)
+        .await
+        .is_empty());
 
     // A refund in flight is listed from when it was asked, and its record
     // moves with the ledger in one change.
@@ -641,11 +667,178 @@ pub async fn payments(store: &dyn PaymentStore) {
     assert!(!in_flight(asked_at + Duration::seconds(1))
         .await
         .contains(&p.payment_id));
+    store
+        .forget_in_flight(p.payment_id, asked_at)
+        .await
+        .unwrap();
+    assert!(swept(asked_at + Duration::seconds(1), p.payment_id)
+        .await
+        .is_empty());
     assert!(
         !store
             .update_payment(&payment(at), &payment(at))
             .await
             .unwrap(),
         "an unknown payment is not updated"
+    );
+}
+
+/// The sinks' payment and refund views: versioned upserts (an older
+/// revision arriving late never wins), newest-first listings by buyer and by
+/// day bucket, resumable with a cursor.
+pub async fn payment_views(store: &dyn PaymentViews) {
+    let user = UserId::from_uuid(Uuid::now_v7());
+    let day = t0().date_naive() + chrono::Days::new(u64::from(Uuid::now_v7().as_u128() as u16) + 1);
+    let start = day.and_hms_opt(10, 0, 0).unwrap().and_utc();
+    // Ids with one bucket, so one bucket holds all of them.
+    let id_in_bucket = || {
+        let id = Uuid::now_v7().as_u128();
+        Uuid::from_u128(id - id % crate::ports::DAY_BUCKETS as u128 + 3)
+    };
+    let snapshot = |n: i64, revision: u64, status: PaymentStatus| PaymentSnapshot {
+        payment_id: PaymentId::from_uuid(id_in_bucket()),
+        user_id: user,
+        schedule_id: ScheduleId::from_uuid(Uuid::now_v7()),
+        concert_id: ConcertId::from_uuid(Uuid::now_v7()),
+        booking_ids: vec![BookingId::from_uuid(Uuid::now_v7())],
+        status,
+        total_price: 70_000,
+        refund_price: 0,
+        card_last4: "4242".into(),
+        revision,
+        created_at: start + Duration::seconds(n),
+        updated_at: start + Duration::seconds(n),
+    };
+    let a = snapshot(1, 1, PaymentStatus::Completed);
+    let mut b = snapshot(2, 0, PaymentStatus::Waiting);
+    let c = snapshot(3, 1, PaymentStatus::Failed);
+    for p in [&a, &b, &c] {
+        store.put_payment_view(p).await.unwrap();
+    }
+    // A newer revision wins; an older one arriving after it does not.
+    let mut b2 = b.clone();
+    b2.revision = 1;
+    b2.status = PaymentStatus::Completed;
+    store.put_payment_view(&b2).await.unwrap();
+    b.refund_price = 1;
+    store.put_payment_view(&b).await.unwrap();
+    // The same revision again rewrites the same row.
+    store.put_payment_view(&a).await.unwrap();
+
+    let mine = store.payments_of_user(user, 10).await.unwrap();
+    assert_eq!(mine, vec![c.clone(), b2.clone(), a.clone()], "newest first");
+    assert_eq!(store.payments_of_user(user, 2).await.unwrap().len(), 2);
+    let bucket = crate::ports::day_bucket(a.payment_id.as_uuid());
+    let page1 = store.payments_of_day(day, bucket, None, 2).await.unwrap();
+    assert_eq!(page1, vec![c.clone(), b2.clone()]);
+    let last = page1.last().unwrap();
+    let cursor = ListCursor {
+        at: last.created_at,
+        id: last.payment_id.as_uuid(),
+    };
+    let page2 = store
+        .payments_of_day(day, bucket, Some(cursor), 2)
+        .await
+        .unwrap();
+    assert_eq!(page2, vec![a.clone()]);
+    assert!(store
+        .payments_of_day(day.succ_opt().unwrap(), bucket, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let refund = |n: i64| {
+        let refund_id = RefundId::from_uuid(id_in_bucket());
+        RefundView {
+            payment_id: a.payment_id,
+            user_id: user,
+            schedule_id: a.schedule_id,
+            concert_id: a.concert_id,
+            refund: Refund {
+                refund_id,
+                booking_ids: a.booking_ids.clone(),
+                amount: 35_000,
+                reason: "cannot come".into(),
+                requested_at: start + Duration::seconds(n),
+                refunded_at: Some(start + Duration::seconds(n + 1)),
+            },
+        }
+    };
+    let (r1, r2) = (refund(10), refund(20));
+    for r in [&r1, &r2, &r1] {
+        store.put_refund_view(r).await.unwrap();
+    }
+    let rb = crate::ports::day_bucket(r1.refund.refund_id.as_uuid());
+    assert_eq!(
+        store.refunds_of_day(day, rb, None, 10).await.unwrap(),
+        vec![r2.clone(), r1.clone()]
+    );
+    let cursor = ListCursor {
+        at: r2.refunded_at(),
+        id: r2.refund.refund_id.as_uuid(),
+    };
+    assert_eq!(
+        store
+            .refunds_of_day(day, rb, Some(cursor), 10)
+            .await
+            .unwrap(),
+        vec![r1]
+    );
+}
+
+/// Bookings by buyer and by schedule: the newest changelog version wins,
+/// and the creation time set by the hold survives later changes.
+pub async fn booking_rows(store: &dyn BookingRows) {
+    let user = UserId::from_uuid(Uuid::now_v7());
+    let schedule = ScheduleId::from_uuid(Uuid::now_v7());
+    let at = t0();
+    let held = BookingRow {
+        booking_id: BookingId::from_uuid(Uuid::now_v7()),
+        user_id: user,
+        schedule_id: schedule,
+        seat: SeatRef { row: 2, col: 3 },
+        status: BookingStatus::Pending,
+        payment_id: None,
+        created_at: Some(at),
+        updated_at: at,
+        version: 10,
+    };
+    let sold = BookingRow {
+        status: BookingStatus::Confirmed,
+        payment_id: Some(PaymentId::from_uuid(Uuid::now_v7())),
+        created_at: None,
+        updated_at: at + Duration::seconds(5),
+        version: 12,
+        ..held.clone()
+    };
+    // Out of order: the sale lands first, the hold after it.
+    store.put_booking(&sold).await.unwrap();
+    store.put_booking(&held).await.unwrap();
+    let want = BookingRow {
+        created_at: Some(at),
+        ..sold.clone()
+    };
+    assert_eq!(
+        store.bookings_of_user(user).await.unwrap(),
+        vec![want.clone()]
+    );
+    assert_eq!(
+        store.bookings_of_schedule(schedule).await.unwrap(),
+        vec![want.clone()]
+    );
+    // Replayed in order, the same row.
+    store.put_booking(&held).await.unwrap();
+    store.put_booking(&sold).await.unwrap();
+    assert_eq!(store.bookings_of_user(user).await.unwrap(), vec![want]);
+    let refunded = BookingRow {
+        status: BookingStatus::Cancelled,
+        created_at: None,
+        version: 20,
+        ..sold.clone()
+    };
+    store.put_booking(&refunded).await.unwrap();
+    assert_eq!(
+        store.bookings_of_schedule(schedule).await.unwrap()[0].status,
+        BookingStatus::Cancelled
     );
 }

@@ -45,7 +45,11 @@
 //! CQL `timestamp` keeps milliseconds: instants read back are truncated to the
 //! millisecond.
 
-use crate::ports::{AccountStore, CatalogStore, Page, PaymentCreated, PaymentStore, StoreError};
+mod views;
+
+use crate::ports::{
+    AccountStore, CatalogStore, Page, PaymentCreated, PaymentStore, PaymentToSweep, StoreError,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use futures::StreamExt;
@@ -89,6 +93,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "payments",
         cql: include_str!("../migrations/0002_payments.cql"),
+    },
+    Migration {
+        version: 3,
+        name: "payment_views",
+        cql: include_str!("../migrations/0003_payment_views.cql"),
     },
 ];
 
@@ -802,6 +811,7 @@ pub struct CqlStore {
 struct Inner {
     session: CqlSession,
     q: Queries,
+    views: views::ViewQueries,
     claim_stale_after: chrono::Duration,
 }
 
@@ -866,10 +876,12 @@ impl CqlStore {
             .map_err(unavailable)?;
         migrate_with_replication(&session, keyspace, options.replication_factor).await?;
         let q = Queries::prepare(&session).await?;
+        let views = views::ViewQueries::prepare(&session).await?;
         Ok(CqlStore {
             inner: Arc::new(Inner {
                 session,
                 q,
+                views,
                 claim_stale_after: options.claim_stale_after,
             }),
         })
@@ -1532,21 +1544,18 @@ impl PaymentStore for CqlStore {
                     }
                 }
             };
-            if done {
-                if let Some(since) = was.filter(|w| Some(*w) != will) {
-                    self.drop_in_flight(since, next.payment_id).await;
-                }
-            }
+            // The entry of `was` stays until the change is published
+            // (`forget_in_flight`), so a crash before that is swept too.
             return Ok(done);
         }
         Err(unavailable("payment update: no outcome after retries"))
     }
 
-    async fn payments_in_flight_before(
+    async fn payments_to_sweep(
         &self,
         before: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<PaymentRecord>, StoreError> {
+    ) -> Result<Vec<PaymentToSweep>, StoreError> {
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
         let entries = self
             .session()
@@ -1563,13 +1572,24 @@ impl PaymentStore for CqlStore {
         for (since, id) in entries {
             let id = PaymentId::from_uuid(id);
             match self.payment(id).await? {
-                Some(p) if p.in_flight_since() == Some(since) => out.push(p),
-                // The payment moved on (its index row outlived the change, or
-                // an update that wrote it was refused): tidy up.
-                _ => self.drop_in_flight(since, id).await,
+                Some(payment) => out.push(PaymentToSweep { since, payment }),
+                // Indexed, then never created: nothing to finish or publish.
+                None => self.drop_in_flight(since, id).await,
             }
         }
         Ok(out)
+    }
+
+    async fn forget_in_flight(
+        &self,
+        id: PaymentId,
+        since: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.session()
+            .execute_unpaged(&self.q().drop_waiting, (millis(since), id.as_uuid()))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 }
 
@@ -1608,6 +1628,11 @@ mod tests {
             assert!(!stmts.is_empty());
             for s in &stmts {
                 let upper = s.to_uppercase();
+                // Changing a table's options is idempotent as it is.
+                if upper.starts_with("ALTER TABLE ") {
+                    assert!(upper.contains(" WITH "), "options only: {s}");
+                    continue;
+                }
                 assert!(
                     upper.starts_with("CREATE TABLE IF NOT EXISTS "),
                     "idempotent: {s}"
@@ -1637,6 +1662,7 @@ mod tests {
         }
         assert_eq!(statements(MIGRATIONS[0].cql).len(), 8);
         assert_eq!(statements(MIGRATIONS[1].cql).len(), 2);
+        assert_eq!(statements(MIGRATIONS[2].cql).len(), 6);
     }
 
     #[test]

@@ -11,11 +11,12 @@
 //! claims that can be left behind by a failed sign-up.
 
 use crate::ports::{
-    AccountStore, CatalogStore, Page, PaymentCreated, PaymentStore, RotateOutcome, Session,
+    day_bucket, AccountStore, BookingRow, BookingRows, CatalogStore, ListCursor, Page,
+    PaymentCreated, PaymentStore, PaymentToSweep, PaymentViews, RefundView, RotateOutcome, Session,
     SessionStore, StoreError,
 };
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
     WriteTransaction,
@@ -26,6 +27,7 @@ use std::path::Path;
 use std::sync::Arc;
 use ticketing_domain::account::{Email, User};
 use ticketing_domain::catalog::{Concert, Schedule, Stage};
+use ticketing_domain::events::PaymentSnapshot;
 use ticketing_domain::ids::{ConcertId, PaymentId, ScheduleId, StageId, UserId};
 use ticketing_domain::payment::PaymentRecord;
 use uuid::Uuid;
@@ -48,6 +50,21 @@ const PAYMENTS: TableDefinition<u128, Json> = TableDefinition::new("payments");
 /// in flight: what the sweeper finishes.
 const PAYMENTS_WAITING: TableDefinition<(Instant, u128), ()> =
     TableDefinition::new("payments_waiting");
+/// The payment sink's views, keyed by payment id, with the orderings the
+/// listings need (`(day, bucket, time, id)` sorts like the CQL partitions).
+const PAYMENT_VIEWS: TableDefinition<u128, Json> = TableDefinition::new("payment_views");
+const PAYMENTS_BY_USER: TableDefinition<(u128, Instant, u128), ()> =
+    TableDefinition::new("payments_by_user");
+const PAYMENTS_BY_DAY: TableDefinition<(i32, i32, Instant, u128), ()> =
+    TableDefinition::new("payments_by_day");
+const REFUND_VIEWS: TableDefinition<u128, Json> = TableDefinition::new("refund_views");
+const REFUNDS_BY_DAY: TableDefinition<(i32, i32, Instant, u128), ()> =
+    TableDefinition::new("refunds_by_day");
+const BOOKING_ROWS: TableDefinition<u128, Json> = TableDefinition::new("booking_rows");
+const BOOKINGS_BY_USER: TableDefinition<(u128, u128), ()> =
+    TableDefinition::new("bookings_by_user");
+const BOOKINGS_BY_SCHEDULE: TableDefinition<(u128, u128), ()> =
+    TableDefinition::new("bookings_by_schedule");
 const SCHEDULES_BY_CONCERT: TableDefinition<(u128, u128), ()> =
     TableDefinition::new("schedules_by_concert");
 const SESSIONS: TableDefinition<u128, Json> = TableDefinition::new("sessions");
@@ -129,6 +146,14 @@ impl EmbeddedStore {
             txn.open_table(SCHEDULES_BY_CONCERT).map_err(unavailable)?;
             txn.open_table(SESSIONS).map_err(unavailable)?;
             txn.open_table(SESSIONS_BY_EXPIRY).map_err(unavailable)?;
+            txn.open_table(PAYMENT_VIEWS).map_err(unavailable)?;
+            txn.open_table(PAYMENTS_BY_USER).map_err(unavailable)?;
+            txn.open_table(PAYMENTS_BY_DAY).map_err(unavailable)?;
+            txn.open_table(REFUND_VIEWS).map_err(unavailable)?;
+            txn.open_table(REFUNDS_BY_DAY).map_err(unavailable)?;
+            txn.open_table(BOOKING_ROWS).map_err(unavailable)?;
+            txn.open_table(BOOKINGS_BY_USER).map_err(unavailable)?;
+            txn.open_table(BOOKINGS_BY_SCHEDULE).map_err(unavailable)?;
             txn.open_table(PAYMENTS).map_err(unavailable)?;
             txn.open_table(PAYMENTS_WAITING).map_err(unavailable)?;
         }
@@ -487,26 +512,23 @@ impl PaymentStore for EmbeddedStore {
             payments
                 .insert(id, encode(&stored)?.as_slice())
                 .map_err(unavailable)?;
+            // The entry of `was` stays until the change is published
+            // (`forget_in_flight`), so a crash before that is swept too.
             let will = stored.in_flight_since();
-            if was != will {
+            if let Some(at) = will.filter(|w| Some(*w) != was) {
                 let mut index = txn.open_table(PAYMENTS_WAITING).map_err(unavailable)?;
-                if let Some(at) = was {
-                    index.remove((instant(at), id)).map_err(unavailable)?;
-                }
-                if let Some(at) = will {
-                    index.insert((instant(at), id), ()).map_err(unavailable)?;
-                }
+                index.insert((instant(at), id), ()).map_err(unavailable)?;
             }
             Ok(true)
         })
         .await
     }
 
-    async fn payments_in_flight_before(
+    async fn payments_to_sweep(
         &self,
         before: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<PaymentRecord>, StoreError> {
+    ) -> Result<Vec<PaymentToSweep>, StoreError> {
         let before = instant(before);
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
@@ -518,10 +540,273 @@ impl PaymentStore for EmbeddedStore {
                     break;
                 }
                 let (key, _) = entry.map_err(unavailable)?;
-                let (_, id) = key.value();
-                if let Some(p) = get_row::<PaymentRecord>(&payments, "payment", id)? {
-                    out.push(p);
+                let ((secs, nanos), id) = key.value();
+                if let Some(payment) = get_row::<PaymentRecord>(&payments, "payment", id)? {
+                    let since = DateTime::from_timestamp(secs, nanos)
+                        .ok_or_else(|| StoreError::Corrupt("payments_waiting time".into()))?;
+                    out.push(PaymentToSweep { since, payment });
                 }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn forget_in_flight(
+        &self,
+        id: PaymentId,
+        since: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let key = (instant(since), id.as_uuid().as_u128());
+        self.write(move |txn| {
+            let mut index = txn.open_table(PAYMENTS_WAITING).map_err(unavailable)?;
+            index.remove(key).map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn day_number(day: NaiveDate) -> i32 {
+    day.num_days_from_ce()
+}
+
+/// The newest-first walk of one `(day, bucket)` of a by-day index, below
+/// `before`.
+fn day_keys(
+    index: &impl ReadableTable<(i32, i32, Instant, u128), ()>,
+    day: NaiveDate,
+    bucket: i32,
+    before: Option<ListCursor>,
+    limit: usize,
+) -> Result<Vec<u128>, StoreError> {
+    let d = day_number(day);
+    let low = (d, bucket, (i64::MIN, 0), 0);
+    let high = match before {
+        Some(c) => (d, bucket, instant(c.at), c.id.as_u128()),
+        None => (d, bucket.saturating_add(1), (i64::MIN, 0), 0),
+    };
+    let mut out = Vec::new();
+    for entry in index.range(low..high).map_err(unavailable)?.rev() {
+        if out.len() >= limit {
+            break;
+        }
+        let (key, _) = entry.map_err(unavailable)?;
+        out.push(key.value().3);
+    }
+    Ok(out)
+}
+
+/// Writes `row` under `id` unless a newer version is there already.
+fn put_versioned<T: Serialize + DeserializeOwned>(
+    table: &mut Table<u128, Json>,
+    what: &str,
+    id: u128,
+    row: &T,
+    version: impl Fn(&T) -> i64,
+) -> Result<Option<T>, StoreError> {
+    let old = get_row::<T>(table, what, id)?;
+    if old.as_ref().is_some_and(|o| version(o) > version(row)) {
+        return Ok(old);
+    }
+    table
+        .insert(id, encode(row)?.as_slice())
+        .map_err(unavailable)?;
+    Ok(old)
+}
+
+#[async_trait]
+impl PaymentViews for EmbeddedStore {
+    async fn put_payment_view(&self, payment: &PaymentSnapshot) -> Result<(), StoreError> {
+        let p = payment.clone();
+        self.write(move |txn| {
+            let id = p.payment_id.as_uuid().as_u128();
+            let mut views = txn.open_table(PAYMENT_VIEWS).map_err(unavailable)?;
+            put_versioned(&mut views, "payment view", id, &p, |v| v.revision as i64)?;
+            // The keys never change: created_at and the ids are fixed.
+            let created = instant(p.created_at);
+            txn.open_table(PAYMENTS_BY_USER)
+                .map_err(unavailable)?
+                .insert((p.user_id.as_uuid().as_u128(), created, id), ())
+                .map_err(unavailable)?;
+            txn.open_table(PAYMENTS_BY_DAY)
+                .map_err(unavailable)?
+                .insert(
+                    (
+                        day_number(p.created_at.date_naive()),
+                        day_bucket(p.payment_id.as_uuid()),
+                        created,
+                        id,
+                    ),
+                    (),
+                )
+                .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_refund_view(&self, refund: &RefundView) -> Result<(), StoreError> {
+        let r = refund.clone();
+        self.write(move |txn| {
+            let id = r.refund.refund_id.as_uuid();
+            let at = r.refunded_at();
+            let mut views = txn.open_table(REFUND_VIEWS).map_err(unavailable)?;
+            views
+                .insert(id.as_u128(), encode(&r)?.as_slice())
+                .map_err(unavailable)?;
+            txn.open_table(REFUNDS_BY_DAY)
+                .map_err(unavailable)?
+                .insert(
+                    (
+                        day_number(at.date_naive()),
+                        day_bucket(id),
+                        instant(at),
+                        id.as_u128(),
+                    ),
+                    (),
+                )
+                .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn payments_of_user(
+        &self,
+        user: UserId,
+        limit: usize,
+    ) -> Result<Vec<PaymentSnapshot>, StoreError> {
+        let u = user.as_uuid().as_u128();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let index = txn.open_table(PAYMENTS_BY_USER).map_err(unavailable)?;
+            let views = txn.open_table(PAYMENT_VIEWS).map_err(unavailable)?;
+            let mut out = Vec::new();
+            let range = index
+                .range((u, (i64::MIN, 0), 0)..=(u, (i64::MAX, u32::MAX), u128::MAX))
+                .map_err(unavailable)?;
+            for entry in range.rev().take(limit) {
+                let (key, _) = entry.map_err(unavailable)?;
+                out.extend(get_row::<PaymentSnapshot>(
+                    &views,
+                    "payment view",
+                    key.value().2,
+                )?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn payments_of_day(
+        &self,
+        day: NaiveDate,
+        bucket: i32,
+        before: Option<ListCursor>,
+        limit: usize,
+    ) -> Result<Vec<PaymentSnapshot>, StoreError> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let index = txn.open_table(PAYMENTS_BY_DAY).map_err(unavailable)?;
+            let views = txn.open_table(PAYMENT_VIEWS).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for id in day_keys(&index, day, bucket, before, limit)? {
+                out.extend(get_row::<PaymentSnapshot>(&views, "payment view", id)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn refunds_of_day(
+        &self,
+        day: NaiveDate,
+        bucket: i32,
+        before: Option<ListCursor>,
+        limit: usize,
+    ) -> Result<Vec<RefundView>, StoreError> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let index = txn.open_table(REFUNDS_BY_DAY).map_err(unavailable)?;
+            let views = txn.open_table(REFUND_VIEWS).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for id in day_keys(&index, day, bucket, before, limit)? {
+                out.extend(get_row::<RefundView>(&views, "refund view", id)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl BookingRows for EmbeddedStore {
+    async fn put_booking(&self, booking: &BookingRow) -> Result<(), StoreError> {
+        let b = booking.clone();
+        self.write(move |txn| {
+            let id = b.booking_id.as_uuid().as_u128();
+            let mut rows = txn.open_table(BOOKING_ROWS).map_err(unavailable)?;
+            let old = get_row::<BookingRow>(&rows, "booking", id)?;
+            if old.as_ref().is_some_and(|o| o.version > b.version) {
+                // Older than what is there; only a creation time it lacks counts.
+                let mut o = old.expect("checked");
+                if o.created_at.is_none() && b.created_at.is_some() {
+                    o.created_at = b.created_at;
+                    rows.insert(id, encode(&o)?.as_slice())
+                        .map_err(unavailable)?;
+                }
+                return Ok(());
+            }
+            let mut row = b.clone();
+            if row.created_at.is_none() {
+                row.created_at = old.and_then(|o| o.created_at);
+            }
+            rows.insert(id, encode(&row)?.as_slice())
+                .map_err(unavailable)?;
+            txn.open_table(BOOKINGS_BY_USER)
+                .map_err(unavailable)?
+                .insert((b.user_id.as_uuid().as_u128(), id), ())
+                .map_err(unavailable)?;
+            txn.open_table(BOOKINGS_BY_SCHEDULE)
+                .map_err(unavailable)?
+                .insert((b.schedule_id.as_uuid().as_u128(), id), ())
+                .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn bookings_of_user(&self, user: UserId) -> Result<Vec<BookingRow>, StoreError> {
+        self.bookings_by(BOOKINGS_BY_USER, user.as_uuid()).await
+    }
+
+    async fn bookings_of_schedule(
+        &self,
+        schedule: ScheduleId,
+    ) -> Result<Vec<BookingRow>, StoreError> {
+        self.bookings_by(BOOKINGS_BY_SCHEDULE, schedule.as_uuid())
+            .await
+    }
+}
+
+impl EmbeddedStore {
+    /// The bookings under one partition of a by-user or by-schedule index,
+    /// by booking id like the CQL tables.
+    async fn bookings_by(
+        &self,
+        index: TableDefinition<'static, (u128, u128), ()>,
+        key: Uuid,
+    ) -> Result<Vec<BookingRow>, StoreError> {
+        let k = key.as_u128();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let index = txn.open_table(index).map_err(unavailable)?;
+            let rows = txn.open_table(BOOKING_ROWS).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for entry in index.range((k, 0)..=(k, u128::MAX)).map_err(unavailable)? {
+                let (key, _) = entry.map_err(unavailable)?;
+                out.extend(get_row::<BookingRow>(&rows, "booking", key.value().1)?);
             }
             Ok(out)
         })
@@ -647,6 +932,8 @@ mod tests {
         contract::catalog(&store).await;
         contract::sessions(&store, contract::now_millis()).await;
         contract::payments(&store).await;
+        contract::payment_views(&store).await;
+        contract::booking_rows(&store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -657,6 +944,8 @@ mod tests {
         contract::catalog(&store).await;
         contract::sessions(&store, contract::now_millis()).await;
         contract::payments(&store).await;
+        contract::payment_views(&store).await;
+        contract::booking_rows(&store).await;
     }
 
     #[tokio::test]

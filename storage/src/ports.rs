@@ -1,12 +1,14 @@
 use async_trait::async_trait;
+use chrono::NaiveDate;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use ticketing_domain::account::{Email, Role, User};
 use ticketing_domain::booking::BookingStatus;
 use ticketing_domain::catalog::{Concert, Schedule, SeatStatus, Stage};
+use ticketing_domain::events::PaymentSnapshot;
 use ticketing_domain::ids::{BookingId, ConcertId, PaymentId, ScheduleId, StageId, UserId};
-use ticketing_domain::payment::PaymentRecord;
+use ticketing_domain::payment::{PaymentRecord, Refund};
 use ticketing_domain::schedule::{QueueEntry, QueueStatus, RateWindow, SeatRef};
 use uuid::Uuid;
 
@@ -221,12 +223,122 @@ pub trait PaymentStore: Send + Sync + 'static {
         expected: &PaymentRecord,
         next: &PaymentRecord,
     ) -> Result<bool, StoreError>;
-    /// Payments in flight (a charge or a refund whose outcome is not
-    /// recorded) since before `before`, oldest first: the ones the sweeper
-    /// finishes.
-    async fn payments_in_flight_before(
+    /// Payments the sweeper looks at, oldest first: in flight (a charge or a
+    /// refund whose outcome is not recorded) since before `before`, or moved
+    /// out of flight since then without [`forget_in_flight`] being called,
+    /// because the change that moved them is maybe not published yet.
+    ///
+    /// [`forget_in_flight`]: PaymentStore::forget_in_flight
+    async fn payments_to_sweep(
         &self,
         before: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<PaymentRecord>, StoreError>;
+    ) -> Result<Vec<PaymentToSweep>, StoreError>;
+    /// The payment went out of flight at `since` and that change is
+    /// published: the sweeper need not look at it again.
+    async fn forget_in_flight(&self, id: PaymentId, since: DateTime<Utc>)
+        -> Result<(), StoreError>;
+}
+
+/// A payment the sweeper looks at: still in flight since `since` (to be
+/// finished), or no longer (its change to be published again).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentToSweep {
+    pub since: DateTime<Utc>,
+    pub payment: PaymentRecord,
+}
+
+/// Buckets of one day in `payments_by_day` and `refunds_by_day`. Changing it
+/// needs a migration that rewrites those tables: the settlement and the
+/// admin listing read every bucket of a day.
+pub const DAY_BUCKETS: i32 = 8;
+
+/// The bucket of a payment or refund id within its day.
+pub fn day_bucket(id: Uuid) -> i32 {
+    // The low bits of a v7 or derived v8 id are random.
+    (id.as_u128() % DAY_BUCKETS as u128) as i32
+}
+
+/// Where a newest-first listing resumes: rows strictly older than this
+/// (time, then id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ListCursor {
+    pub at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+/// A refund as the refunds table keeps it, with its payment's ids.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundView {
+    pub payment_id: PaymentId,
+    pub user_id: UserId,
+    pub schedule_id: ScheduleId,
+    pub concert_id: ConcertId,
+    /// Finished: `refunded_at` is set.
+    pub refund: Refund,
+}
+
+impl RefundView {
+    pub fn refunded_at(&self) -> DateTime<Utc> {
+        self.refund.refunded_at.unwrap_or(self.refund.requested_at)
+    }
+}
+
+/// What the payment sink builds from the payments topic: payments by buyer
+/// and by day, refunds by day. Writes are versioned upserts of whole rows
+/// (a payment's revision): a replay in any order leaves the newest version.
+#[async_trait]
+pub trait PaymentViews: Send + Sync + 'static {
+    async fn put_payment_view(&self, payment: &PaymentSnapshot) -> Result<(), StoreError>;
+    async fn put_refund_view(&self, refund: &RefundView) -> Result<(), StoreError>;
+    /// A buyer's payments, newest first.
+    async fn payments_of_user(
+        &self,
+        user: UserId,
+        limit: usize,
+    ) -> Result<Vec<PaymentSnapshot>, StoreError>;
+    /// One bucket of one day's payments, newest first, older than `before`.
+    async fn payments_of_day(
+        &self,
+        day: NaiveDate,
+        bucket: i32,
+        before: Option<ListCursor>,
+        limit: usize,
+    ) -> Result<Vec<PaymentSnapshot>, StoreError>;
+    /// One bucket of one day's refunds, newest first, older than `before`.
+    async fn refunds_of_day(
+        &self,
+        day: NaiveDate,
+        bucket: i32,
+        before: Option<ListCursor>,
+        limit: usize,
+    ) -> Result<Vec<RefundView>, StoreError>;
+}
+
+/// A booking as the bookings sink keeps it, from the schedule changelog.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookingRow {
+    pub booking_id: BookingId,
+    pub user_id: UserId,
+    pub schedule_id: ScheduleId,
+    pub seat: SeatRef,
+    pub status: BookingStatus,
+    pub payment_id: Option<PaymentId>,
+    /// Set by the hold only; a later change leaves it as it was.
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    /// The changelog offset of the fact: the newest version wins.
+    pub version: i64,
+}
+
+/// Bookings by buyer and by schedule, written by the bookings sink with
+/// versioned upserts like [`PaymentViews`].
+#[async_trait]
+pub trait BookingRows: Send + Sync + 'static {
+    async fn put_booking(&self, booking: &BookingRow) -> Result<(), StoreError>;
+    async fn bookings_of_user(&self, user: UserId) -> Result<Vec<BookingRow>, StoreError>;
+    async fn bookings_of_schedule(
+        &self,
+        schedule: ScheduleId,
+    ) -> Result<Vec<BookingRow>, StoreError>;
 }

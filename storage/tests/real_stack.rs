@@ -120,6 +120,8 @@ async fn cql_checks(nodes: Vec<String>, keyspace: String) {
     contract::accounts(&store).await;
     contract::catalog(&store).await;
     contract::payments(&store).await;
+    contract::payment_views(&store).await;
+    contract::booking_rows(&store).await;
     sub_millisecond_instants_are_truncated_once(&store).await;
     stored_secrets_are_untouched(&store, &raw).await;
     stale_claims_are_taken_over(&store, &raw).await;
