@@ -97,7 +97,7 @@ async fn cql_checks(nodes: Vec<String>, keyspace: String) {
     );
     let mut applied = [a.unwrap(), b.unwrap()];
     applied.sort();
-    assert_eq!(applied, [vec![], vec![1, 2]]);
+    assert_eq!(applied, [vec![], vec![1, 2, 3]]);
     assert_eq!(
         cql::migrate(&raw, &keyspace).await.unwrap(),
         Vec::<i32>::new()
@@ -115,7 +115,7 @@ async fn cql_checks(nodes: Vec<String>, keyspace: String) {
         .unwrap();
     let mut versions = versions;
     versions.sort();
-    assert_eq!(versions, vec![(1,), (2,)]);
+    assert_eq!(versions, vec![(1,), (2,), (3,)]);
 
     contract::accounts(&store).await;
     contract::catalog(&store).await;
