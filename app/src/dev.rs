@@ -15,7 +15,9 @@ use ticketing_processors::{ProcessorConfig, ScheduleProcessor};
 use ticketing_runtime::shutdown::Shutdown;
 use ticketing_runtime::{Metrics, Readiness};
 use ticketing_schemas::{topics, EmbeddedSchemaRegistry, EventCodec};
+use ticketing_sinks::bookings::BookingSink;
 use ticketing_sinks::catalog::CatalogSink;
+use ticketing_sinks::payments::PaymentSink;
 use ticketing_sinks::runner;
 use ticketing_sinks::schedule_view::{ScheduleViewSink, ScheduleViews};
 use ticketing_storage::embedded::EmbeddedStore;
@@ -79,6 +81,7 @@ pub async fn run(
             sessions: Arc::new(store.clone()),
             schedule_reads: Arc::new(reads.clone()),
             payments: Arc::new(store.clone()),
+            payment_views: Arc::new(store.clone()),
             // The sandbox PG in process: test cards behave as on the real
             // stack, with no server to run.
             provider: Arc::new(SandboxProvider::new()),
@@ -98,6 +101,21 @@ pub async fn run(
     let sink = tokio::spawn(runner::run(
         consumer,
         Arc::new(CatalogSink::new(codec.clone(), Arc::new(store.clone()))),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    let payment_sink = tokio::spawn(runner::run(
+        log.consumer("payment-sink", &[topics::PAYMENTS])
+            .context("subscribing the payment sink")?,
+        Arc::new(PaymentSink::new(codec.clone(), Arc::new(store.clone()))),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let booking_sink = tokio::spawn(runner::run(
+        log.consumer("booking-sink", &[topics::SCHEDULE_EVENTS])
+            .context("subscribing the booking sink")?,
+        Arc::new(BookingSink::new(codec.clone(), Arc::new(store.clone()))),
         metrics.clone(),
         shutdown.clone(),
     ));
@@ -146,6 +164,8 @@ pub async fn run(
     readiness.set(false);
     sweeper.await.context("payment sweeper task")?;
     sink.await.context("catalog sink task")??;
+    payment_sink.await.context("payment sink task")??;
+    booking_sink.await.context("booking sink task")??;
     view_sink.await.context("schedule read model task")??;
     processor.await.context("schedule processor task")??;
     listener_task.await.context("replies listener task")?;

@@ -30,7 +30,7 @@ use ticketing_runtime::shutdown::Shutdown;
 use ticketing_runtime::{Metrics, Readiness};
 use ticketing_schemas::EventCodec;
 use ticketing_storage::{
-    AccountStore, CatalogStore, PaymentStore, ScheduleReadModel, SessionStore,
+    AccountStore, CatalogStore, PaymentStore, PaymentViews, ScheduleReadModel, SessionStore,
 };
 use ticketing_transport::Producer;
 
@@ -41,6 +41,7 @@ pub(crate) struct Backends {
     pub sessions: Arc<dyn SessionStore>,
     pub schedule_reads: Arc<dyn ScheduleReadModel>,
     pub payments: Arc<dyn PaymentStore>,
+    pub payment_views: Arc<dyn PaymentViews>,
     pub provider: Arc<dyn PaymentProvider>,
     pub producer: Arc<dyn Producer>,
     pub codec: EventCodec,
@@ -97,6 +98,7 @@ pub(crate) async fn ingress_state(
         schedules: gateway,
         schedule_reads: backends.schedule_reads,
         payments,
+        payment_views: backends.payment_views,
         passwords: PasswordHasher::new(),
         phones,
         tokens,

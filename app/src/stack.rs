@@ -13,7 +13,9 @@ use ticketing_processors::{ProcessorConfig, ScheduleProcessor};
 use ticketing_runtime::shutdown::Shutdown;
 use ticketing_runtime::{ops_router, Metrics, Readiness};
 use ticketing_schemas::{topics, EventCodec, HttpSchemaRegistry};
+use ticketing_sinks::bookings::BookingSink;
 use ticketing_sinks::catalog::CatalogSink;
+use ticketing_sinks::payments::PaymentSink;
 use ticketing_sinks::runner;
 use ticketing_sinks::schedule_view::ScheduleProjectionSink;
 use ticketing_storage::cql::CqlStore;
@@ -130,6 +132,7 @@ pub async fn run_ingress(
     let backends = Backends {
         accounts: cql.clone(),
         catalog: cql.clone(),
+        payment_views: cql.clone(),
         payments: cql,
         provider: Arc::new(provider),
         sessions: Arc::new(sessions),
@@ -197,6 +200,20 @@ pub async fn run_sink(
         &[topics::SCHEDULE_EVENTS],
     )
     .context("Kafka changelog consumer")?;
+    // Payments and bookings go to CQL with versioned writes: each sink has
+    // a group of its own and resumes where it committed.
+    let payments = KafkaConsumer::new(
+        &kafka(stack, "ticketing-sink"),
+        &format!("{}-payments", settings.group),
+        &[topics::PAYMENTS],
+    )
+    .context("Kafka payments consumer")?;
+    let bookings = KafkaConsumer::new(
+        &kafka(stack, "ticketing-sink"),
+        &format!("{}-bookings", settings.group),
+        &[topics::SCHEDULE_EVENTS],
+    )
+    .context("Kafka bookings consumer")?;
     let metrics = Metrics::new("sink");
     let readiness = Readiness::default();
     let ops = serve(
@@ -204,9 +221,22 @@ pub async fn run_sink(
         ops_router(metrics.clone(), readiness.clone()),
         shutdown.clone(),
     );
+    let cql = Arc::new(cql);
     let catalog = runner::run(
         consumer,
-        Arc::new(CatalogSink::new(codec.clone(), Arc::new(cql))),
+        Arc::new(CatalogSink::new(codec.clone(), cql.clone())),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    let payments = runner::run(
+        payments,
+        Arc::new(PaymentSink::new(codec.clone(), cql.clone())),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    let bookings = runner::run(
+        bookings,
+        Arc::new(BookingSink::new(codec.clone(), cql)),
         metrics.clone(),
         shutdown.clone(),
     );
@@ -217,9 +247,12 @@ pub async fn run_sink(
         shutdown,
     );
     readiness.set(true);
-    let (ops, catalog, projection) = tokio::join!(ops, catalog, projection);
+    let (ops, catalog, projection, payments, bookings) =
+        tokio::join!(ops, catalog, projection, payments, bookings);
     catalog.context("catalog sink")?;
     projection.context("schedule view sink")?;
+    payments.context("payment sink")?;
+    bookings.context("booking sink")?;
     ops
 }
 

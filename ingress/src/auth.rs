@@ -31,6 +31,18 @@ impl Caller {
         }
     }
 
+    /// The admin pages are for managers only.
+    pub fn require_manager(&self) -> Result<(), ApiError> {
+        if self.role == Role::Manager {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "FORBIDDEN",
+                "this needs a MANAGER account",
+            ))
+        }
+    }
+
     /// A seller may act on what it owns; a manager on everything.
     pub fn require_owner(&self, owner: UserId) -> Result<(), ApiError> {
         if self.role == Role::Manager || self.user_id == owner {

@@ -24,7 +24,7 @@ pub use state::AppState;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use axum::Router;
-use routes::{accounts, catalog, payments as pay, schedules};
+use routes::{accounts, admin, catalog, payments as pay, schedules};
 use ticketing_runtime::ops_router;
 
 /// Bodies are small JSON documents; refusing large ones early keeps a flood of
@@ -80,6 +80,8 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/payments/{payment_id}/cancel",
             post(pay::cancel_payment),
         )
+        .route("/api/v1/admin/payments", get(admin::list_payments))
+        .route("/api/v1/admin/refunds", get(admin::list_refunds))
         .route("/api-docs/openapi.json", get(openapi::serve))
         .fallback(|| async { error::ApiError::not_found("NOT_FOUND", "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

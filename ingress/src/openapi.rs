@@ -1,4 +1,4 @@
-use crate::routes::{accounts, catalog, payments, schedules};
+use crate::routes::{accounts, admin, catalog, payments, schedules};
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -14,10 +14,11 @@ use utoipa::{Modify, OpenApi};
         schedules::leave_queue, schedules::hold_seats, schedules::my_bookings,
         schedules::release_booking,
         payments::pay, payments::get_payment, payments::cancel_payment,
+        admin::list_payments, admin::list_refunds,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&BearerAuth),
-    tags((name = "accounts"), (name = "catalog"), (name = "waiting room"), (name = "seats"), (name = "payments"))
+    tags((name = "accounts"), (name = "catalog"), (name = "waiting room"), (name = "seats"), (name = "payments"), (name = "admin"))
 )]
 pub struct ApiDoc;
 

@@ -6,7 +6,9 @@ use crate::security::phone::PhoneCipher;
 use crate::security::tokens::TokenService;
 use std::sync::Arc;
 use ticketing_runtime::{Metrics, Readiness};
-use ticketing_storage::{AccountStore, CatalogStore, ScheduleReadModel, SessionStore};
+use ticketing_storage::{
+    AccountStore, CatalogStore, PaymentViews, ScheduleReadModel, SessionStore,
+};
 
 /// Everything a handler may use. The engines behind the stores and the producer
 /// are chosen at start-up (embedded or real stack); handlers never know which.
@@ -22,6 +24,8 @@ pub struct AppState {
     pub schedule_reads: Arc<dyn ScheduleReadModel>,
     /// Charges, refunds and the payment records.
     pub payments: Arc<PaymentService>,
+    /// Payments and refunds as the payment sink recorded them (admin pages).
+    pub payment_views: Arc<dyn PaymentViews>,
     pub passwords: PasswordHasher,
     pub phones: PhoneCipher,
     pub tokens: TokenService,

@@ -5,6 +5,8 @@
 //! writes idempotent so a redelivery rewrites the same row, and an unavailable
 //! store makes the sink wait and retry rather than skip.
 
+pub mod bookings;
 pub mod catalog;
+pub mod payments;
 pub mod runner;
 pub mod schedule_view;

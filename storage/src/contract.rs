@@ -754,6 +754,7 @@ pub async fn payment_views(store: &dyn PaymentViews) {
             user_id: user,
             schedule_id: a.schedule_id,
             concert_id: a.concert_id,
+            total_price: a.total_price,
             refund: Refund {
                 refund_id,
                 booking_ids: a.booking_ids.clone(),

@@ -7,6 +7,7 @@
 
 pub mod cql;
 pub mod embedded;
+pub mod listing;
 pub mod ports;
 mod redis_conn;
 pub mod redis_schedules;

@@ -274,6 +274,8 @@ pub struct RefundView {
     pub user_id: UserId,
     pub schedule_id: ScheduleId,
     pub concert_id: ConcertId,
+    /// The payment's total, for the refund's context.
+    pub total_price: i64,
     /// Finished: `refunded_at` is set.
     pub refund: Refund,
 }

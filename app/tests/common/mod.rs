@@ -1219,6 +1219,9 @@ async fn booking_status(api: &Api, token: &str, id: &str) -> Option<String> {
 /// answer, partial and full refunds with the seats back on sale, and who may
 /// see and cancel what. `manager` is a MANAGER's access token.
 pub async fn payments_scenario(api: &Api, manager: &str) {
+    // Millisecond precision, like the tables: the admin listing starts here.
+    let started =
+        chrono::DateTime::from_timestamp_millis(chrono::Utc::now().timestamp_millis() - 1).unwrap();
     let (_, _, schedule) = schedule_on_sale(api, 1, 4, 50_000).await;
     let a = sign_up_and_login(api, "USER").await;
     let b = sign_up_and_login(api, "USER").await;
@@ -1480,4 +1483,123 @@ pub async fn payments_scenario(api: &Api, manager: &str) {
         )
         .await;
     assert_error(s, &e, StatusCode::UNPROCESSABLE_ENTITY, "REFUND_CLOSED");
+
+    admin_money_scenario(api, manager, &a, started, &first_payment, &failed).await;
+}
+
+/// Every page of an admin listing from `path` (which has a query already).
+async fn all_pages(api: &Api, manager: &str, path: &str) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..200 {
+        let url = match &cursor {
+            Some(c) => format!("{path}&cursor={c}"),
+            None => path.to_string(),
+        };
+        let (s, page) = api.get(&url, Some(manager)).await;
+        assert_eq!(s, StatusCode::OK, "{url}: {page}");
+        items.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return items,
+        }
+    }
+    panic!("{path}: more than 200 pages");
+}
+
+/// The managers' view of the payments and refunds `payments_scenario` made:
+/// only for managers, filtered by status, paged, fed by the payment sink.
+async fn admin_money_scenario(
+    api: &Api,
+    manager: &str,
+    buyer: &Account,
+    started: chrono::DateTime<chrono::Utc>,
+    refunded: &str,
+    failed: &str,
+) {
+    let (s, e) = api.get("/api/v1/admin/payments", Some(&buyer.access)).await;
+    assert_error(s, &e, StatusCode::FORBIDDEN, "FORBIDDEN");
+    let (s, e) = api.get("/api/v1/admin/refunds", Some(&buyer.access)).await;
+    assert_error(s, &e, StatusCode::FORBIDDEN, "FORBIDDEN");
+    let (s, _) = api.get("/api/v1/admin/payments", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    for (query, code) in [
+        ("status=PAID", "INVALID_STATUS"),
+        ("limit=0", "INVALID_LIMIT"),
+        ("limit=501", "INVALID_LIMIT"),
+        ("cursor=nonsense", "INVALID_CURSOR"),
+        ("from=yesterday", "INVALID_TIME_RANGE"),
+        ("from=2030-01-02&to=2030-01-01", "INVALID_TIME_RANGE"),
+    ] {
+        let (s, e) = api
+            .get(&format!("/api/v1/admin/payments?{query}"), Some(manager))
+            .await;
+        assert_error(s, &e, StatusCode::BAD_REQUEST, code);
+    }
+    let from = started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let from = from.replace('+', "%2B");
+    let canceled = format!("/api/v1/admin/payments?status=CANCELED&from={from}&limit=2");
+    let row = eventually("the refunded payment in the admin listing", 30, || async {
+        all_pages(api, manager, &canceled)
+            .await
+            .into_iter()
+            .find(|p| p["payment_id"] == refunded && p["refund_price"] == 100_000)
+    })
+    .await;
+    assert_eq!(row["user_id"], buyer.user_id.as_str());
+    assert_eq!(
+        (row["status"].as_str(), row["total_price"].as_i64()),
+        (Some("CANCELED"), Some(100_000))
+    );
+    assert!(
+        row["created_at"].is_string() && row["updated_at"].is_string(),
+        "{row}"
+    );
+    let everything = eventually("the failed payment in the admin listing", 30, || async {
+        let all = all_pages(
+            api,
+            manager,
+            &format!("/api/v1/admin/payments?from={from}&limit=3"),
+        )
+        .await;
+        all.iter()
+            .any(|p| p["payment_id"] == failed && p["status"] == "FAILED")
+            .then_some(all)
+    })
+    .await;
+    let ids: Vec<&str> = everything
+        .iter()
+        .map(|p| p["payment_id"].as_str().unwrap())
+        .collect();
+    let unique_ids: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert_eq!(ids.len(), unique_ids.len(), "each payment on one page only");
+    assert!(ids.contains(&refunded));
+    let times: Vec<&str> = everything
+        .iter()
+        .map(|p| p["created_at"].as_str().unwrap())
+        .collect();
+    let mut sorted = times.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(times, sorted, "newest first");
+    let refunds = eventually("both refunds in the admin listing", 30, || async {
+        let mine: Vec<Value> = all_pages(
+            api,
+            manager,
+            &format!("/api/v1/admin/refunds?from={from}&limit=1"),
+        )
+        .await
+        .into_iter()
+        .filter(|r| r["payment_id"] == refunded)
+        .collect();
+        (mine.len() == 2).then_some(mine)
+    })
+    .await;
+    let total: i64 = refunds
+        .iter()
+        .map(|r| r["refund_price"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 100_000, "{refunds:?}");
+    assert!(refunds
+        .iter()
+        .all(|r| r["status"] == "REFUNDED" && r["total_price"] == 100_000));
 }

@@ -1,4 +1,5 @@
 pub mod accounts;
+pub mod admin;
 pub mod catalog;
 pub mod payments;
 pub mod schedule_replies;

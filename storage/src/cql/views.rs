@@ -45,7 +45,7 @@ const PAYMENT_COLUMNS: &str = "payment_id, user_id, schedule_id, concert_id, boo
      total_price, refund_price, card_last4, revision, created_at, updated_at";
 const REFUND_COLUMNS: &str =
     "refund_id, payment_id, user_id, schedule_id, concert_id, booking_ids, \
-     amount, reason, requested_at, refunded_at";
+     total_price, amount, reason, requested_at, refunded_at";
 const BOOKING_COLUMNS: &str = "booking_id, user_id, schedule_id, seat_row, seat_col, status, \
      payment_id, created_at, updated_at, version";
 
@@ -71,6 +71,7 @@ type RefundCells = (
     Uuid,
     Uuid,
     Option<Vec<Uuid>>,
+    i64,
     i64,
     String,
     DateTime<Utc>,
@@ -168,6 +169,7 @@ struct RefundWrite {
     schedule_id: Uuid,
     concert_id: Uuid,
     booking_ids: Vec<Uuid>,
+    total_price: i64,
     amount: i64,
     reason: String,
     requested_at: DateTime<Utc>,
@@ -227,7 +229,7 @@ impl ViewQueries {
             put_refund: p(format!(
                 "INSERT INTO refunds_by_day (day, bucket, {REFUND_COLUMNS}, created_at, created_by, \
                  updated_at, updated_by, is_deleted) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, false) USING TIMESTAMP ?"
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, false) USING TIMESTAMP ?"
             ))
             .await?,
             refunds_of_day: p(refunds_of_day).await?,
@@ -287,6 +289,7 @@ fn refund_of(c: RefundCells) -> RefundView {
         user_id: UserId::from_uuid(c.2),
         schedule_id: ScheduleId::from_uuid(c.3),
         concert_id: c.4.into(),
+        total_price: c.6,
         refund: Refund {
             refund_id: RefundId::from_uuid(c.0),
             booking_ids: c
@@ -295,10 +298,10 @@ fn refund_of(c: RefundCells) -> RefundView {
                 .into_iter()
                 .map(BookingId::from_uuid)
                 .collect(),
-            amount: c.6,
-            reason: c.7,
-            requested_at: c.8,
-            refunded_at: Some(c.9),
+            amount: c.7,
+            reason: c.8,
+            requested_at: c.9,
+            refunded_at: Some(c.10),
         },
     }
 }
@@ -399,6 +402,7 @@ impl PaymentViews for CqlStore {
             schedule_id: r.schedule_id.as_uuid(),
             concert_id: r.concert_id.as_uuid(),
             booking_ids: r.refund.booking_ids.iter().map(|b| b.as_uuid()).collect(),
+            total_price: r.total_price,
             amount: r.refund.amount,
             reason: r.refund.reason.clone(),
             requested_at: millis(r.refund.requested_at),
