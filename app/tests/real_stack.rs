@@ -18,7 +18,12 @@ use ticketing::settings::{
 use ticketing_domain::events::{Event, EventMeta, StageCreated};
 use ticketing_domain::ids::{EventId, StageId, UserId};
 use ticketing_runtime::shutdown::{self, ShutdownTrigger};
+use ticketing_runtime::Metrics;
 use ticketing_schemas::{topics, EventCodec, HttpSchemaRegistry};
+use ticketing_sinks::bookings::BookingSink;
+use ticketing_sinks::payments::PaymentSink;
+use ticketing_sinks::runner;
+use ticketing_storage::cql::CqlStore;
 use ticketing_transport::kafka::{KafkaConfig, KafkaConsumer, KafkaProducer};
 use ticketing_transport::{Consumer, OutRecord, Producer};
 use uuid::Uuid;
@@ -241,8 +246,159 @@ async fn the_waiting_room_and_seat_holds_work_on_the_real_stack() {
 async fn payments_and_refunds_work_on_the_real_stack() {
     let stack = start().await;
     let (manager, _) = login(&stack.api, "admin@example.com", "admin-password-1").await;
-    payments_scenario(&stack.api, &manager).await;
+    let seen = payments_scenario(&stack.api, &manager).await;
+    let keyspace = stack.keyspace.clone();
+    // The live booking sink has the final states before the stack stops:
+    // the first buyer's two bookings refunded, the second's two paid.
+    let live = CqlStore::connect(&stack_settings("").cql_nodes, &keyspace)
+        .await
+        .unwrap();
+    eventually("the live bookings final", 60, || async {
+        use ticketing_domain::booking::BookingStatus::{Cancelled, Confirmed};
+        use ticketing_storage::BookingRows;
+        let count = |user: &str, status| {
+            let live = &live;
+            let user: UserId = user.parse().unwrap();
+            async move {
+                live.bookings_of_user(user)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .filter(|b| b.status == status)
+                    .count()
+            }
+        };
+        (count(&seen.users[0], Cancelled).await == 2 && count(&seen.users[1], Confirmed).await == 2)
+            .then_some(())
+    })
+    .await;
     stack.stop().await;
+    replaying_the_topics_gives_the_same_tables(&keyspace, &seen).await;
+}
+
+/// Everything the sinks wrote about the scenario's buyers and schedules, in
+/// a form that compares: rows in their tables' order.
+#[derive(Debug, PartialEq)]
+struct SinkTables {
+    payments_by_user: Vec<ticketing_domain::events::PaymentSnapshot>,
+    payments_by_day: Vec<ticketing_domain::events::PaymentSnapshot>,
+    refunds_by_day: Vec<ticketing_storage::RefundView>,
+    bookings_by_user: Vec<ticketing_storage::BookingRow>,
+    bookings_by_schedule: Vec<ticketing_storage::BookingRow>,
+}
+
+async fn sink_tables(store: &CqlStore, seen: &PaymentsSeen) -> SinkTables {
+    use ticketing_storage::listing::{self, ListQuery};
+    use ticketing_storage::{BookingRows, PaymentViews};
+    let users: Vec<UserId> = seen.users.iter().map(|u| u.parse().unwrap()).collect();
+    let mut t = SinkTables {
+        payments_by_user: vec![],
+        payments_by_day: vec![],
+        refunds_by_day: vec![],
+        bookings_by_user: vec![],
+        bookings_by_schedule: vec![],
+    };
+    for u in &users {
+        t.payments_by_user
+            .extend(store.payments_of_user(*u, 1000).await.unwrap());
+        t.bookings_by_user
+            .extend(store.bookings_of_user(*u).await.unwrap());
+    }
+    for s in &seen.schedules {
+        t.bookings_by_schedule.extend(
+            store
+                .bookings_of_schedule(s.parse().unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    let mut q = ListQuery {
+        from: seen.started,
+        to: Utc::now() + chrono::Duration::hours(1),
+        after: None,
+        limit: 500,
+    };
+    loop {
+        let page = listing::payments(store, &q, |p| users.contains(&p.user_id))
+            .await
+            .unwrap();
+        t.payments_by_day.extend(page.items);
+        match page.next {
+            Some(next) => q.after = Some(next),
+            None => break,
+        }
+    }
+    q.after = None;
+    loop {
+        let page = listing::refunds(store, &q).await.unwrap();
+        t.refunds_by_day.extend(
+            page.items
+                .into_iter()
+                .filter(|r| users.contains(&r.user_id)),
+        );
+        match page.next {
+            Some(next) => q.after = Some(next),
+            None => break,
+        }
+    }
+    t
+}
+
+/// The payment and booking sinks, replaying their topics from the start into
+/// an empty keyspace, build the same rows the live sinks built.
+async fn replaying_the_topics_gives_the_same_tables(keyspace: &str, seen: &PaymentsSeen) {
+    let nodes = stack_settings("").cql_nodes;
+    let live = CqlStore::connect(&nodes, keyspace).await.unwrap();
+    let replay_ks = format!("{keyspace}_replay");
+    let replica = Arc::new(CqlStore::connect(&nodes, &replay_ks).await.unwrap());
+    let codec = codec().await;
+    let (trigger, stop) = shutdown::channel();
+    let payments = KafkaConsumer::new(
+        &kafka(),
+        &format!("replay-payments-{replay_ks}"),
+        &[topics::PAYMENTS],
+    )
+    .unwrap();
+    let bookings = KafkaConsumer::new(
+        &kafka(),
+        &format!("replay-bookings-{replay_ks}"),
+        &[topics::SCHEDULE_EVENTS],
+    )
+    .unwrap();
+    let tasks = [
+        tokio::spawn(runner::run(
+            payments,
+            Arc::new(PaymentSink::new(codec.clone(), replica.clone())),
+            Metrics::new("replay"),
+            stop.clone(),
+        )),
+        tokio::spawn(runner::run(
+            bookings,
+            Arc::new(BookingSink::new(codec, replica.clone())),
+            Metrics::new("replay"),
+            stop,
+        )),
+    ];
+    let want = sink_tables(&live, seen).await;
+    assert_eq!(want.refunds_by_day.len(), 2, "{want:#?}");
+    assert!(want.payments_by_user.len() >= 5, "{want:#?}");
+    assert!(!want.bookings_by_schedule.is_empty(), "{want:#?}");
+    let mut got = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while std::time::Instant::now() < deadline {
+        let now = sink_tables(&replica, seen).await;
+        if now == want {
+            got = Some(now);
+            break;
+        }
+        got = Some(now);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    trigger.trigger();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(got.unwrap(), want, "the replayed tables differ");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1218,7 +1218,14 @@ async fn booking_status(api: &Api, token: &str, id: &str) -> Option<String> {
 /// contract: a decline, a payment sent four times at once, a lost provider
 /// answer, partial and full refunds with the seats back on sale, and who may
 /// see and cancel what. `manager` is a MANAGER's access token.
-pub async fn payments_scenario(api: &Api, manager: &str) {
+/// Who and what `payments_scenario` touched, to look its rows up.
+pub struct PaymentsSeen {
+    pub users: Vec<String>,
+    pub schedules: Vec<String>,
+    pub started: chrono::DateTime<chrono::Utc>,
+}
+
+pub async fn payments_scenario(api: &Api, manager: &str) -> PaymentsSeen {
     // Millisecond precision, like the tables: the admin listing starts here.
     let started =
         chrono::DateTime::from_timestamp_millis(chrono::Utc::now().timestamp_millis() - 1).unwrap();
@@ -1485,6 +1492,11 @@ pub async fn payments_scenario(api: &Api, manager: &str) {
     assert_error(s, &e, StatusCode::UNPROCESSABLE_ENTITY, "REFUND_CLOSED");
 
     admin_money_scenario(api, manager, &a, started, &first_payment, &failed).await;
+    PaymentsSeen {
+        users: vec![a.user_id, b.user_id],
+        schedules: vec![schedule, past],
+        started,
+    }
 }
 
 /// Every page of an admin listing from `path` (which has a query already).
