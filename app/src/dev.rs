@@ -156,7 +156,11 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let sweeper = spawn_payment_sweeper(state.payments.clone(), shutdown.clone());
+    let sweeper = spawn_payment_sweeper(
+        state.payments.clone(),
+        settings.http.payment_sweep_after_secs,
+        shutdown.clone(),
+    );
 
     readiness.set(true);
     tracing::info!(data_dir = %dir.display(), "ticketing dev is up");

@@ -113,18 +113,23 @@ pub(crate) async fn ingress_state(
 
 /// Payments left in flight longer than this are finished by the sweeper; a
 /// request still working on one is well within it.
-const SWEEP_AFTER: chrono::Duration = chrono::Duration::seconds(60);
-const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+/// The sweeper looks at least this often, and four times per
+/// `payment_sweep_after_secs`, so a payment cut short waits at most a
+/// quarter longer than that.
+const SWEEP_EVERY_AT_MOST: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Finishes payments and refunds cut short (a crash, a lost answer) until
 /// shutdown. Every ingress runs one; they may overlap, since every step is
 /// idempotent and every record change a compare-and-set.
 pub(crate) fn spawn_payment_sweeper(
     payments: Arc<PaymentService>,
+    after_secs: u64,
     shutdown: Shutdown,
 ) -> tokio::task::JoinHandle<()> {
+    let after = chrono::Duration::seconds(i64::try_from(after_secs.max(1)).unwrap_or(i64::MAX));
+    let every = SWEEP_EVERY_AT_MOST.min(std::time::Duration::from_millis(after_secs.max(1) * 250));
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        let mut tick = tokio::time::interval(every);
         let stop = shutdown.wait();
         tokio::pin!(stop);
         loop {
@@ -132,7 +137,7 @@ pub(crate) fn spawn_payment_sweeper(
                 _ = &mut stop => return,
                 _ = tick.tick() => {
                     let now = chrono::Utc::now();
-                    let settled = payments.sweep(now - SWEEP_AFTER, now).await;
+                    let settled = payments.sweep(now - after, now).await;
                     if settled > 0 {
                         tracing::info!(settled, "payments finished by the sweeper");
                     }

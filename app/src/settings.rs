@@ -130,6 +130,11 @@ pub struct HttpSettings {
     /// before answering 503 DECISION_PENDING (retry-safe with its command id).
     #[arg(long, env = "TICKETING_DECISION_TIMEOUT_MS", default_value_t = 5000)]
     pub decision_timeout_ms: u64,
+    /// A payment whose charge or refund has been in flight this long is
+    /// taken as cut short (its ingress died) and finished by the sweeper,
+    /// which asks the provider and never charges.
+    #[arg(long, env = "TICKETING_PAYMENT_SWEEP_AFTER_SECS", default_value_t = 60)]
+    pub payment_sweep_after_secs: u64,
     #[command(flatten)]
     pub schedules: ScheduleSettings,
 }

@@ -163,7 +163,11 @@ pub async fn run_ingress(
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let sweeper = spawn_payment_sweeper(state.payments.clone(), shutdown.clone());
+    let sweeper = spawn_payment_sweeper(
+        state.payments.clone(),
+        settings.http.payment_sweep_after_secs,
+        shutdown.clone(),
+    );
     readiness.set(true);
     let served = serve(listener, router(state), shutdown).await;
     readiness.set(false);

@@ -48,6 +48,7 @@ async fn start_with(dir: &Path, schedules: ScheduleSettings) -> Running {
             access_ttl_secs: 900,
             refresh_ttl_secs: 3600,
             decision_timeout_ms: 5000,
+            payment_sweep_after_secs: 60,
             schedules,
         },
         data_dir: dir.to_path_buf(),

@@ -100,6 +100,7 @@ async fn kill_9_of_the_processor_mid_sale_loses_and_doubles_nothing() {
             access_ttl_secs: 900,
             refresh_ttl_secs: 3600,
             decision_timeout_ms: 3_000,
+            payment_sweep_after_secs: 60,
             schedules: schedules(),
         },
         stack: stack_settings(&keyspace),

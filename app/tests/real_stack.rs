@@ -85,6 +85,7 @@ async fn start() -> Stack {
             access_ttl_secs: 900,
             refresh_ttl_secs: 3600,
             decision_timeout_ms: 10_000,
+            payment_sweep_after_secs: 60,
             schedules: schedule_settings(),
         },
         stack: stack_settings(&keyspace),

@@ -514,8 +514,7 @@ impl BookingRows for CqlStore {
                 );
                 let q = self.v();
                 futures::join!(
-                    self.session()
-                        .execute_unpaged(&q.put_held_by_user, values.clone()),
+                    self.session().execute_unpaged(&q.put_held_by_user, values),
                     self.session()
                         .execute_unpaged(&q.put_held_by_schedule, values)
                 )
@@ -527,7 +526,7 @@ impl BookingRows for CqlStore {
                 let q = self.v();
                 futures::join!(
                     self.session()
-                        .execute_unpaged(&q.put_booking_by_user, values.clone()),
+                        .execute_unpaged(&q.put_booking_by_user, values),
                     self.session()
                         .execute_unpaged(&q.put_booking_by_schedule, values)
                 )
