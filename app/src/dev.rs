@@ -4,7 +4,10 @@
 //! the replies topic, reads come from a read model fed by the changelog.
 
 use crate::settings::DevSettings;
-use crate::{ingress_state, secrets, serve, spawn_payment_sweeper, Backends, IngressSecrets};
+use crate::{
+    ingress_state, secrets, serve, spawn_payment_feed, spawn_payment_sweeper, Backends,
+    IngressSecrets,
+};
 use anyhow::Context;
 use std::sync::Arc;
 use ticketing_ingress::gateway::listen_for_replies;
@@ -145,6 +148,7 @@ pub async fn run(
         )
         .run(shutdown.clone()),
     );
+    let live_codec = codec.clone();
     let answers = log
         .consumer("replies-dev", &[topics::SCHEDULE_REPLIES])
         .context("subscribing to the replies")?;
@@ -161,12 +165,22 @@ pub async fn run(
         settings.http.payment_sweep_after_secs,
         shutdown.clone(),
     );
+    let feed = spawn_payment_feed(
+        Box::new(
+            log.tail(&[topics::PAYMENTS])
+                .context("subscribing the admin live stream")?,
+        ),
+        live_codec,
+        state.payment_feed.clone(),
+        shutdown.clone(),
+    );
 
     readiness.set(true);
     tracing::info!(data_dir = %dir.display(), "ticketing dev is up");
     let served = serve(listener, router(state), shutdown).await;
     readiness.set(false);
     sweeper.await.context("payment sweeper task")?;
+    feed.await.context("admin live feed task")?;
     sink.await.context("catalog sink task")??;
     payment_sink.await.context("payment sink task")??;
     booking_sink.await.context("booking sink task")??;

@@ -15,8 +15,10 @@ use anyhow::Context;
 use chrono::Duration;
 use settings::HttpSettings;
 use std::sync::Arc;
+use ticketing_domain::events::{Event, PaymentChanged};
 use ticketing_domain::schedule::Reply;
 use ticketing_ingress::gateway::{LogGateway, ScheduleGateway};
+use ticketing_ingress::live::{run_feed, LiveFeed};
 use ticketing_ingress::payments::PaymentService;
 use ticketing_ingress::publish::EventPublisher;
 use ticketing_ingress::replies::PendingReplies;
@@ -99,6 +101,7 @@ pub(crate) async fn ingress_state(
         schedule_reads: backends.schedule_reads,
         payments,
         payment_views: backends.payment_views,
+        payment_feed: LiveFeed::default(),
         passwords: PasswordHasher::new(),
         phones,
         tokens,
@@ -145,6 +148,21 @@ pub(crate) fn spawn_payment_sweeper(
             }
         }
     })
+}
+
+/// Feeds the admin live stream from `consumer` (the payments topic, read from
+/// its end by this instance alone).
+pub(crate) fn spawn_payment_feed(
+    consumer: Box<dyn ticketing_transport::Consumer>,
+    codec: EventCodec,
+    feed: LiveFeed<PaymentChanged>,
+    shutdown: Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    let pick = Arc::new(|e: Event| match e {
+        Event::PaymentChanged(p) => Some(p),
+        _ => None,
+    });
+    tokio::spawn(run_feed(consumer, codec, pick, feed, shutdown))
 }
 
 /// Serves `router` until shutdown, finishing requests in flight.

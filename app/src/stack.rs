@@ -2,7 +2,9 @@
 //! schema registry.
 
 use crate::settings::{IngressSettings, ProcessorSettings, SinkSettings, StackSettings};
-use crate::{ingress_state, serve, spawn_payment_sweeper, Backends, IngressSecrets};
+use crate::{
+    ingress_state, serve, spawn_payment_feed, spawn_payment_sweeper, Backends, IngressSecrets,
+};
 use anyhow::Context;
 use std::sync::Arc;
 use ticketing_ingress::gateway::listen_for_replies;
@@ -129,6 +131,8 @@ pub async fn run_ingress(
         .await
         .context("connecting to Redis (schedule views)")?;
     let cql = Arc::new(cql);
+    let live_codec = codec.clone();
+    let live_group = format!("admin-live-{reply_to}");
     let backends = Backends {
         accounts: cql.clone(),
         catalog: cql.clone(),
@@ -168,11 +172,37 @@ pub async fn run_ingress(
         settings.http.payment_sweep_after_secs,
         shutdown.clone(),
     );
+    // The admin live stream: every instance reads every payment event
+    // produced after it starts, under a group of its own that commits nothing.
+    let live = KafkaConsumer::from_latest(
+        &kafka(stack, "ticketing-ingress"),
+        &live_group,
+        &[topics::PAYMENTS],
+    )
+    .context("Kafka payments consumer (admin live stream)")?;
+    let live_assigned = live.assigned();
+    let feed = spawn_payment_feed(
+        Box::new(live),
+        live_codec,
+        state.payment_feed.clone(),
+        shutdown.clone(),
+    );
+    // Ready once the live stream reads: "from latest" is where the group
+    // lands when it gets its partitions, so events before that would never
+    // reach a manager connected now.
+    let waited = std::time::Instant::now();
+    while !live_assigned.load(std::sync::atomic::Ordering::Acquire) {
+        if waited.elapsed() > std::time::Duration::from_secs(60) {
+            anyhow::bail!("the admin live stream got no partitions within 60 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     readiness.set(true);
     let served = serve(listener, router(state), shutdown).await;
     readiness.set(false);
     listener_task.await.context("replies listener task")?;
     sweeper.await.context("payment sweeper task")?;
+    feed.await.context("admin live feed task")?;
     served
 }
 

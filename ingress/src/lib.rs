@@ -11,6 +11,7 @@ pub mod extract;
 pub mod gateway;
 pub mod http_metrics;
 mod ids;
+pub mod live;
 pub mod openapi;
 pub mod payments;
 pub mod publish;
@@ -82,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/admin/payments", get(admin::list_payments))
         .route("/api/v1/admin/refunds", get(admin::list_refunds))
+        .route("/api/v1/admin/stream", get(admin::stream))
         .route("/api-docs/openapi.json", get(openapi::serve))
         .fallback(|| async { error::ApiError::not_found("NOT_FOUND", "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -14,7 +14,7 @@ use utoipa::{Modify, OpenApi};
         schedules::leave_queue, schedules::hold_seats, schedules::my_bookings,
         schedules::release_booking,
         payments::pay, payments::get_payment, payments::cancel_payment,
-        admin::list_payments, admin::list_refunds,
+        admin::list_payments, admin::list_refunds, admin::stream,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&BearerAuth),

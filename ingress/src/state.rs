@@ -1,10 +1,12 @@
 use crate::gateway::ScheduleGateway;
+use crate::live::LiveFeed;
 use crate::payments::PaymentService;
 use crate::publish::EventPublisher;
 use crate::security::password::PasswordHasher;
 use crate::security::phone::PhoneCipher;
 use crate::security::tokens::TokenService;
 use std::sync::Arc;
+use ticketing_domain::events::PaymentChanged;
 use ticketing_runtime::{Metrics, Readiness};
 use ticketing_storage::{
     AccountStore, CatalogStore, PaymentViews, ScheduleReadModel, SessionStore,
@@ -26,6 +28,8 @@ pub struct AppState {
     pub payments: Arc<PaymentService>,
     /// Payments and refunds as the payment sink recorded them (admin pages).
     pub payment_views: Arc<dyn PaymentViews>,
+    /// Payment events as they are published (the admin live stream).
+    pub payment_feed: LiveFeed<PaymentChanged>,
     pub passwords: PasswordHasher,
     pub phones: PhoneCipher,
     pub tokens: TokenService,

@@ -3,7 +3,7 @@
 use crate::runner::{HandleError, RecordHandler};
 use async_trait::async_trait;
 use std::sync::Arc;
-use ticketing_domain::events::{Event, PaymentChange, PaymentChanged};
+use ticketing_domain::events::Event;
 use ticketing_schemas::{CodecError, EventCodec};
 use ticketing_storage::{PaymentViews, RefundView};
 use ticketing_transport::Record;
@@ -19,21 +19,6 @@ pub struct PaymentSink {
 impl PaymentSink {
     pub fn new(codec: EventCodec, store: Arc<dyn PaymentViews>) -> Self {
         Self { codec, store }
-    }
-}
-
-/// The refund row an event writes, if it is a refund.
-pub fn refund_row(e: &PaymentChanged) -> Option<RefundView> {
-    match &e.change {
-        PaymentChange::Refunded(refund) => Some(RefundView {
-            payment_id: e.payment.payment_id,
-            user_id: e.payment.user_id,
-            schedule_id: e.payment.schedule_id,
-            concert_id: e.payment.concert_id,
-            total_price: e.payment.total_price,
-            refund: refund.clone(),
-        }),
-        _ => None,
     }
 }
 
@@ -57,7 +42,7 @@ impl RecordHandler for PaymentSink {
             .put_payment_view(&e.payment)
             .await
             .map_err(retry)?;
-        if let Some(refund) = refund_row(&e) {
+        if let Some(refund) = RefundView::of(&e) {
             self.store.put_refund_view(&refund).await.map_err(retry)?;
         }
         Ok(())
@@ -69,7 +54,7 @@ mod tests {
     use super::*;
     use chrono::{DateTime, Utc};
     use proptest::prelude::*;
-    use ticketing_domain::events::{EventMeta, PaymentSnapshot};
+    use ticketing_domain::events::{EventMeta, PaymentChange, PaymentChanged, PaymentSnapshot};
     use ticketing_domain::ids::{
         BookingId, ConcertId, EventId, PaymentId, RefundId, ScheduleId, UserId,
     };

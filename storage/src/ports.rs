@@ -6,7 +6,7 @@ use thiserror::Error;
 use ticketing_domain::account::{Email, Role, User};
 use ticketing_domain::booking::BookingStatus;
 use ticketing_domain::catalog::{Concert, Schedule, SeatStatus, Stage};
-use ticketing_domain::events::PaymentSnapshot;
+use ticketing_domain::events::{PaymentChange, PaymentChanged, PaymentSnapshot};
 use ticketing_domain::ids::{BookingId, ConcertId, PaymentId, ScheduleId, StageId, UserId};
 use ticketing_domain::payment::{PaymentRecord, Refund};
 use ticketing_domain::schedule::{QueueEntry, QueueStatus, RateWindow, SeatRef};
@@ -281,6 +281,21 @@ pub struct RefundView {
 }
 
 impl RefundView {
+    /// The refund an event reports, if it reports one.
+    pub fn of(e: &PaymentChanged) -> Option<Self> {
+        match &e.change {
+            PaymentChange::Refunded(refund) => Some(Self {
+                payment_id: e.payment.payment_id,
+                user_id: e.payment.user_id,
+                schedule_id: e.payment.schedule_id,
+                concert_id: e.payment.concert_id,
+                total_price: e.payment.total_price,
+                refund: refund.clone(),
+            }),
+            _ => None,
+        }
+    }
+
     pub fn refunded_at(&self) -> DateTime<Utc> {
         self.refund.refunded_at.unwrap_or(self.refund.requested_at)
     }

@@ -393,6 +393,19 @@ impl EmbeddedLog {
         })
     }
 
+    /// A reader of what is appended to `topics` from now on, on every
+    /// partition: for a live view, where every reader sees everything. It is
+    /// a group of its own and has nothing to commit.
+    pub fn tail(&self, topics: &[&str]) -> Result<EmbeddedConsumer, TransportError> {
+        static TAILS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = TAILS.fetch_add(1, Ordering::Relaxed);
+        let mut consumer = self.consumer(&format!("tail-{n}"), topics)?;
+        for a in &mut consumer.assigned {
+            a.fetched = a.log.end.load(Ordering::Acquire);
+        }
+        Ok(consumer)
+    }
+
     /// The next offset of each partition of `topic` (empty if undeclared): the
     /// high watermark, for lag metrics.
     pub fn end_offsets(&self, topic: &str) -> Vec<i64> {

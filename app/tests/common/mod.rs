@@ -1218,6 +1218,61 @@ async fn booking_status(api: &Api, token: &str, id: &str) -> Option<String> {
 /// contract: a decline, a payment sent four times at once, a lost provider
 /// answer, partial and full refunds with the seats back on sale, and who may
 /// see and cancel what. `manager` is a MANAGER's access token.
+/// An SSE stream read in the background: each event block with the instant
+/// it arrived.
+pub struct LiveStream {
+    events: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LiveStream {
+    pub async fn open(api: &Api, path: &str, token: &str) -> Self {
+        let response = api
+            .http
+            .get(format!("{}{path}", api.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = events.clone();
+        let task = tokio::spawn(async move {
+            let mut response = response;
+            let mut text = String::new();
+            while let Ok(Some(chunk)) = response.chunk().await {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = text.find("\n\n") {
+                    let block: String = text.drain(..end + 2).collect();
+                    sink.lock()
+                        .unwrap()
+                        .push((std::time::Instant::now(), block));
+                }
+            }
+        });
+        Self { events, task }
+    }
+
+    /// When the first event block matching `want` arrived.
+    pub async fn arrival(&self, what: &str, want: impl Fn(&str) -> bool) -> std::time::Instant {
+        eventually(what, 30, || async {
+            self.events
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(_, block)| want(block))
+                .map(|(at, _)| *at)
+        })
+        .await
+    }
+}
+
+impl Drop for LiveStream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Who and what `payments_scenario` touched, to look its rows up.
 pub struct PaymentsSeen {
     pub users: Vec<String>,
@@ -1229,6 +1284,7 @@ pub async fn payments_scenario(api: &Api, manager: &str) -> PaymentsSeen {
     // Millisecond precision, like the tables: the admin listing starts here.
     let started =
         chrono::DateTime::from_timestamp_millis(chrono::Utc::now().timestamp_millis() - 1).unwrap();
+    let live = LiveStream::open(api, "/api/v1/admin/stream", manager).await;
     let (_, _, schedule) = schedule_on_sale(api, 1, 4, 50_000).await;
     let a = sign_up_and_login(api, "USER").await;
     let b = sign_up_and_login(api, "USER").await;
@@ -1247,8 +1303,22 @@ pub async fn payments_scenario(api: &Api, manager: &str) -> PaymentsSeen {
     let (s, e) = api.post("/api/v1/payments", Some(&a.access), body).await;
     assert_error(s, &e, StatusCode::BAD_REQUEST, "IDEMPOTENCY_KEY_REQUIRED");
     let (s, e) = pay(api, &a.access, &unique(), &mine, CARD_OK).await;
+    let paid_at = std::time::Instant::now();
     assert_eq!(s, StatusCode::CREATED, "a fresh key pays: {e}");
     let first_payment = e["payment_id"].as_str().unwrap().to_string();
+    // The managers' live stream has it within a second of the answer.
+    let seen = live
+        .arrival("the payment on the admin stream", |b| {
+            b.contains("event: payment")
+                && b.contains(&format!("\"payment_id\":\"{first_payment}\""))
+                && b.contains("\"change\":\"COMPLETED\"")
+        })
+        .await;
+    assert!(
+        seen.saturating_duration_since(paid_at) < std::time::Duration::from_secs(1),
+        "the admin stream lagged {:?}",
+        seen.saturating_duration_since(paid_at)
+    );
     assert_eq!(e["status"], "COMPLETED");
     assert_eq!(e["total_price"], 100_000);
     for (card, code) in [
@@ -1417,6 +1487,15 @@ pub async fn payments_scenario(api: &Api, manager: &str) -> PaymentsSeen {
         (Some("PART_CANCELED"), Some(50_000)),
         "{r}"
     );
+    let refunded_at = std::time::Instant::now();
+    let seen = live
+        .arrival("the refund on the admin stream", |b| {
+            b.contains("event: refund")
+                && b.contains(&format!("\"payment_id\":\"{first_payment}\""))
+                && b.contains("\"refund_price\":50000")
+        })
+        .await;
+    assert!(seen.saturating_duration_since(refunded_at) < std::time::Duration::from_secs(1));
     let (s, again) = api
         .post_keyed(&cancel, &a.access, &refund_key, one.clone())
         .await;
@@ -1535,6 +1614,8 @@ async fn admin_money_scenario(
     assert_error(s, &e, StatusCode::FORBIDDEN, "FORBIDDEN");
     let (s, _) = api.get("/api/v1/admin/payments", None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, e) = api.get("/api/v1/admin/stream", Some(&buyer.access)).await;
+    assert_error(s, &e, StatusCode::FORBIDDEN, "FORBIDDEN");
     for (query, code) in [
         ("status=PAID", "INVALID_STATUS"),
         ("limit=0", "INVALID_LIMIT"),

@@ -6,13 +6,17 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiQuery;
 use crate::AppState;
 use axum::extract::State;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::Json;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use futures::Stream;
 use serde::{Deserialize, Serialize};
-use ticketing_domain::events::PaymentSnapshot;
+use std::convert::Infallible;
+use ticketing_domain::events::{PaymentChange, PaymentChanged, PaymentSnapshot};
 use ticketing_domain::payment::PaymentStatus;
 use ticketing_storage::listing::{self, ListQuery};
 use ticketing_storage::{ListCursor, RefundView};
+use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -280,6 +284,87 @@ pub async fn list_refunds(
         items: page.items.iter().map(AdminRefund::from).collect(),
         next_cursor: page.next.as_ref().map(encode_cursor),
     }))
+}
+
+/// What the live stream says of one change: `event: payment` with the
+/// payment after it, and for a refund also `event: refund`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LivePayment {
+    /// `STARTED`, `COMPLETED`, `FAILED` or `REFUNDED`.
+    pub change: &'static str,
+    #[serde(flatten)]
+    pub payment: AdminPayment,
+}
+
+fn change_name(c: &PaymentChange) -> &'static str {
+    match c {
+        PaymentChange::Started => "STARTED",
+        PaymentChange::Completed => "COMPLETED",
+        PaymentChange::Failed => "FAILED",
+        PaymentChange::Refunded(_) => "REFUNDED",
+    }
+}
+
+fn sse(name: &'static str, id: String, data: &impl Serialize) -> SseEvent {
+    SseEvent::default()
+        .event(name)
+        .id(id)
+        .json_data(data)
+        .unwrap_or_else(|_| SseEvent::default().event(name))
+}
+
+/// The events of one change, as they go on the stream. The SSE id is the
+/// event's: a change published twice (after a crash) repeats it.
+pub fn live_events(e: &PaymentChanged) -> Vec<SseEvent> {
+    let id = e.meta.event_id.to_string();
+    let mut out = vec![sse(
+        "payment",
+        id.clone(),
+        &LivePayment {
+            change: change_name(&e.change),
+            payment: AdminPayment::from(&e.payment),
+        },
+    )];
+    if let Some(refund) = RefundView::of(e) {
+        out.push(sse(
+            "refund",
+            format!("{id}-refund"),
+            &AdminRefund::from(&refund),
+        ));
+    }
+    out
+}
+
+/// Payments and refunds as they happen (MANAGER only): Server-Sent Events,
+/// `event: payment` (a `LivePayment`) for every change of a payment and
+/// `event: refund` (an `AdminRefund`) for every refund. A subscriber too slow
+/// to keep up gets a comment saying how many events it missed, and goes on.
+#[utoipa::path(get, path = "/api/v1/admin/stream", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, content_type = "text/event-stream", description = "`event: payment` (LivePayment) and `event: refund` (AdminRefund)"),
+              (status = 401, body = crate::error::ErrorBody, description = "UNAUTHENTICATED"),
+              (status = 403, body = crate::error::ErrorBody, description = "FORBIDDEN: not a MANAGER")))]
+pub async fn stream(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    caller.require_manager()?;
+    let mut rx = s.payment_feed.subscribe();
+    let stream = async_stream::stream! {
+        loop {
+            match rx.recv().await {
+                Ok(e) => {
+                    for event in live_events(&e) {
+                        yield Ok(event);
+                    }
+                }
+                Err(RecvError::Lagged(n)) => {
+                    yield Ok(SseEvent::default().comment(format!("{n} events missed")));
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+    };
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 #[cfg(test)]

@@ -546,3 +546,27 @@ async fn a_failed_commit_shows_nothing_and_rewinds_through_revoke_and_assign() {
         "the input is handed out again"
     );
 }
+
+#[tokio::test]
+async fn tails_see_only_what_comes_after_them_and_each_sees_all() {
+    let log = EmbeddedLog::in_memory(TOPICS);
+    let producer = log.producer();
+    producer.send(out(A, "k1", "before")).await.unwrap();
+    let mut first = log.tail(&[A]).unwrap();
+    let mut second = log.tail(&[A]).unwrap();
+    for (k, v) in [("k1", "x"), ("k2", "y"), ("k3", "z")] {
+        producer.send(out(A, k, v)).await.unwrap();
+    }
+    for tail in [&mut first, &mut second] {
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let r = tokio::time::timeout(Duration::from_secs(5), tail.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            seen.push(String::from_utf8(r.payload).unwrap());
+        }
+        seen.sort();
+        assert_eq!(seen, ["x", "y", "z"], "not what came before");
+    }
+}
