@@ -146,6 +146,13 @@ pub struct DevSettings {
     /// Where `dev` keeps its log, store and generated secrets.
     #[arg(long, env = "TICKETING_DATA_DIR", default_value = ".ticketing-data")]
     pub data_dir: PathBuf,
+    /// How long request logs are kept.
+    #[arg(
+        long,
+        env = "TICKETING_REQUEST_LOG_RETENTION_DAYS",
+        default_value_t = 7
+    )]
+    pub request_log_retention_days: u32,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -178,6 +185,14 @@ pub struct StackSettings {
         default_value = "http://127.0.0.1:8081"
     )]
     pub schema_registry_url: String,
+    /// How long request logs are kept: the topic's retention when this
+    /// process creates it, and the TTL of the rows the sink writes.
+    #[arg(
+        long,
+        env = "TICKETING_REQUEST_LOG_RETENTION_DAYS",
+        default_value_t = 7
+    )]
+    pub request_log_retention_days: u32,
 }
 
 #[derive(Args, Debug, Clone)]

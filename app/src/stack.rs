@@ -36,13 +36,22 @@ fn kafka(stack: &StackSettings, client_id: &str) -> KafkaConfig {
 }
 
 async fn codec_and_topics(stack: &StackSettings, client_id: &str) -> anyhow::Result<EventCodec> {
+    let retention_ms =
+        (u64::from(stack.request_log_retention_days.max(1)) * 86_400_000).to_string();
+    let request_logs = [("retention.ms", retention_ms.as_str())];
     let specs: Vec<TopicDecl<'_>> = topics::ALL
         .iter()
         .map(|t| TopicDecl {
             name: t.name,
             partitions: t.partitions,
             compacted: t.compacted,
-            configs: topics::configs(t.name),
+            // Set where the topic is created; changing it later is an
+            // operator's `kafka-configs --alter`.
+            configs: if t.name == topics::REQUEST_LOGS {
+                &request_logs
+            } else {
+                topics::configs(t.name)
+            },
         })
         .collect();
     // One broker in the local stack and CI; production clusters are created

@@ -52,6 +52,7 @@ async fn start_with(dir: &Path, schedules: ScheduleSettings) -> Running {
             schedules,
         },
         data_dir: dir.to_path_buf(),
+        request_log_retention_days: 7,
     };
     let (trigger, stop) = shutdown::channel();
     let task = tokio::spawn(ticketing::dev::run(settings, listener, stop));

@@ -7,7 +7,8 @@
 
 use crate::ports::{
     AccountStore, BookingRow, BookingRows, CatalogStore, ListCursor, PaymentCreated, PaymentStore,
-    PaymentViews, RefundView, RotateOutcome, Session, SessionStore, StoreError,
+    PaymentViews, RefundView, RequestLogRow, RequestLogs, RotateOutcome, Session, SessionStore,
+    StoreError,
 };
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use ticketing_domain::account::{Email, Nickname, Role, User};
@@ -842,4 +843,73 @@ pub async fn booking_rows(store: &dyn BookingRows) {
         store.bookings_of_schedule(schedule).await.unwrap()[0].status,
         BookingStatus::Cancelled
     );
+}
+
+/// Request logs: listed newest first by day bucket and by user, with a
+/// cursor; rows past their expiry are never returned; a redelivery rewrites
+/// the same row.
+pub async fn request_logs(store: &dyn RequestLogs) {
+    let user = UserId::from_uuid(Uuid::now_v7());
+    let now = Utc::now();
+    let keep = now + Duration::days(7);
+    let base =
+        DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap() - Duration::minutes(5);
+    let row = |n: i64, user: Option<UserId>, path: &str| RequestLogRow {
+        request_id: Uuid::now_v7(),
+        at: base + Duration::seconds(n),
+        user_id: user,
+        method: "GET".into(),
+        path: path.into(),
+        status: 200,
+        latency_micros: 1_234,
+    };
+    let a = row(1, Some(user), "/api/v1/users/me");
+    let b = row(2, None, "/api/v1/concerts");
+    let c = row(3, Some(user), "/api/v1/bookings");
+    for r in [&a, &b, &c, &a] {
+        store.put_request_log(r, keep).await.unwrap();
+    }
+    // Already expired: never shown.
+    let gone = row(4, Some(user), "/gone");
+    store
+        .put_request_log(&gone, now - Duration::seconds(1))
+        .await
+        .unwrap();
+
+    let day = base.date_naive();
+    let mine = store
+        .request_logs_of_user(user, day, None, 10)
+        .await
+        .unwrap();
+    let day_of = |r: &RequestLogRow| r.at.date_naive();
+    if day_of(&a) == day_of(&c) {
+        assert_eq!(mine, vec![c.clone(), a.clone()], "newest first, each once");
+        let cursor = ListCursor {
+            at: c.at,
+            id: c.request_id,
+        };
+        assert_eq!(
+            store
+                .request_logs_of_user(user, day, Some(cursor), 10)
+                .await
+                .unwrap(),
+            vec![a.clone()]
+        );
+    }
+    let bucket = crate::ports::day_bucket(b.request_id);
+    let everyone = store
+        .request_logs_of_day(day_of(&b), bucket, None, 1000)
+        .await
+        .unwrap();
+    assert!(
+        everyone.contains(&b),
+        "anonymous requests are listed by day"
+    );
+    assert!(everyone.iter().all(|r| r.path != "/gone"));
+    assert!(store
+        .request_logs_of_user(user, day_of(&gone), None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.request_id != gone.request_id));
 }

@@ -45,6 +45,7 @@
 //! CQL `timestamp` keeps milliseconds: instants read back are truncated to the
 //! millisecond.
 
+mod request_logs;
 mod views;
 
 use crate::ports::{
@@ -98,6 +99,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "payment_views",
         cql: include_str!("../migrations/0003_payment_views.cql"),
+    },
+    Migration {
+        version: 4,
+        name: "request_logs",
+        cql: include_str!("../migrations/0004_request_logs.cql"),
     },
 ];
 
@@ -812,6 +818,7 @@ struct Inner {
     session: CqlSession,
     q: Queries,
     views: views::ViewQueries,
+    request_logs: request_logs::RequestLogQueries,
     claim_stale_after: chrono::Duration,
 }
 
@@ -877,11 +884,13 @@ impl CqlStore {
         migrate_with_replication(&session, keyspace, options.replication_factor).await?;
         let q = Queries::prepare(&session).await?;
         let views = views::ViewQueries::prepare(&session).await?;
+        let request_logs = request_logs::RequestLogQueries::prepare(&session).await?;
         Ok(CqlStore {
             inner: Arc::new(Inner {
                 session,
                 q,
                 views,
+                request_logs,
                 claim_stale_after: options.claim_stale_after,
             }),
         })
@@ -1663,6 +1672,7 @@ mod tests {
         assert_eq!(statements(MIGRATIONS[0].cql).len(), 8);
         assert_eq!(statements(MIGRATIONS[1].cql).len(), 2);
         assert_eq!(statements(MIGRATIONS[2].cql).len(), 6);
+        assert_eq!(statements(MIGRATIONS[3].cql).len(), 2);
     }
 
     #[test]

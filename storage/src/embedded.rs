@@ -12,8 +12,8 @@
 
 use crate::ports::{
     day_bucket, AccountStore, BookingRow, BookingRows, CatalogStore, ListCursor, Page,
-    PaymentCreated, PaymentStore, PaymentToSweep, PaymentViews, RefundView, RotateOutcome, Session,
-    SessionStore, StoreError,
+    PaymentCreated, PaymentStore, PaymentToSweep, PaymentViews, RefundView, RequestLogRow,
+    RequestLogs, RotateOutcome, Session, SessionStore, StoreError,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
@@ -65,6 +65,15 @@ const BOOKINGS_BY_USER: TableDefinition<(u128, u128), ()> =
     TableDefinition::new("bookings_by_user");
 const BOOKINGS_BY_SCHEDULE: TableDefinition<(u128, u128), ()> =
     TableDefinition::new("bookings_by_schedule");
+/// Request logs with their expiry, by day bucket and by user and day.
+const REQUEST_LOGS: TableDefinition<u128, Json> = TableDefinition::new("request_logs");
+const REQUEST_LOGS_BY_DAY: TableDefinition<(i32, i32, Instant, u128), ()> =
+    TableDefinition::new("request_logs_by_day");
+const REQUEST_LOGS_BY_USER: TableDefinition<(u128, i32, Instant, u128), ()> =
+    TableDefinition::new("request_logs_by_user");
+/// Expired request logs removed per write, so clean-up never makes one write
+/// slow.
+const REQUEST_LOG_SWEEP: usize = 64;
 const SCHEDULES_BY_CONCERT: TableDefinition<(u128, u128), ()> =
     TableDefinition::new("schedules_by_concert");
 const SESSIONS: TableDefinition<u128, Json> = TableDefinition::new("sessions");
@@ -154,6 +163,9 @@ impl EmbeddedStore {
             txn.open_table(BOOKING_ROWS).map_err(unavailable)?;
             txn.open_table(BOOKINGS_BY_USER).map_err(unavailable)?;
             txn.open_table(BOOKINGS_BY_SCHEDULE).map_err(unavailable)?;
+            txn.open_table(REQUEST_LOGS).map_err(unavailable)?;
+            txn.open_table(REQUEST_LOGS_BY_DAY).map_err(unavailable)?;
+            txn.open_table(REQUEST_LOGS_BY_USER).map_err(unavailable)?;
             txn.open_table(PAYMENTS).map_err(unavailable)?;
             txn.open_table(PAYMENTS_WAITING).map_err(unavailable)?;
         }
@@ -790,6 +802,143 @@ impl BookingRows for EmbeddedStore {
     }
 }
 
+/// A request log row as kept here: with its expiry.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredRequestLog {
+    row: RequestLogRow,
+    expires_at: DateTime<Utc>,
+}
+
+type DayKey = (i32, i32, Instant, u128);
+type UserKey = (u128, i32, Instant, u128);
+
+fn request_log_keys(r: &RequestLogRow) -> (DayKey, Option<UserKey>) {
+    let id = r.request_id.as_u128();
+    let day = day_number(r.at.date_naive());
+    let at = instant(r.at);
+    (
+        (day, day_bucket(r.request_id), at, id),
+        r.user_id.map(|u| (u.as_uuid().as_u128(), day, at, id)),
+    )
+}
+
+/// The live rows of `ids`, in order.
+fn live_request_logs(
+    rows: &impl ReadableTable<u128, Json>,
+    ids: impl IntoIterator<Item = u128>,
+    now: DateTime<Utc>,
+) -> Result<Vec<RequestLogRow>, StoreError> {
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some(stored) = get_row::<StoredRequestLog>(rows, "request log", id)? {
+            if stored.expires_at > now {
+                out.push(stored.row);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl RequestLogs for EmbeddedStore {
+    async fn put_request_log(
+        &self,
+        row: &RequestLogRow,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let now = Utc::now();
+        if expires_at <= now {
+            return Ok(());
+        }
+        let stored = StoredRequestLog {
+            row: row.clone(),
+            expires_at,
+        };
+        self.write(move |txn| {
+            let mut rows = txn.open_table(REQUEST_LOGS).map_err(unavailable)?;
+            let mut by_day = txn.open_table(REQUEST_LOGS_BY_DAY).map_err(unavailable)?;
+            let mut by_user = txn.open_table(REQUEST_LOGS_BY_USER).map_err(unavailable)?;
+            // Oldest first: drop a few rows that have expired.
+            let mut expired = Vec::new();
+            for entry in by_day.iter().map_err(unavailable)?.take(REQUEST_LOG_SWEEP) {
+                let (key, _) = entry.map_err(unavailable)?;
+                let key = key.value();
+                match get_row::<StoredRequestLog>(&rows, "request log", key.3)? {
+                    Some(old) if old.expires_at > now => break,
+                    old => expired.push((key, old)),
+                }
+            }
+            for (key, old) in expired {
+                rows.remove(key.3).map_err(unavailable)?;
+                by_day.remove(key).map_err(unavailable)?;
+                if let Some(user_key) = old.and_then(|o| request_log_keys(&o.row).1) {
+                    by_user.remove(user_key).map_err(unavailable)?;
+                }
+            }
+            let (day_key, user_key) = request_log_keys(&stored.row);
+            rows.insert(stored.row.request_id.as_u128(), encode(&stored)?.as_slice())
+                .map_err(unavailable)?;
+            by_day.insert(day_key, ()).map_err(unavailable)?;
+            if let Some(k) = user_key {
+                by_user.insert(k, ()).map_err(unavailable)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn request_logs_of_day(
+        &self,
+        day: NaiveDate,
+        bucket: i32,
+        before: Option<ListCursor>,
+        limit: usize,
+    ) -> Result<Vec<RequestLogRow>, StoreError> {
+        let now = Utc::now();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let index = txn.open_table(REQUEST_LOGS_BY_DAY).map_err(unavailable)?;
+            let rows = txn.open_table(REQUEST_LOGS).map_err(unavailable)?;
+            live_request_logs(&rows, day_keys(&index, day, bucket, before, limit)?, now)
+        })
+        .await
+    }
+
+    async fn request_logs_of_user(
+        &self,
+        user: UserId,
+        day: NaiveDate,
+        before: Option<ListCursor>,
+        limit: usize,
+    ) -> Result<Vec<RequestLogRow>, StoreError> {
+        let now = Utc::now();
+        let u = user.as_uuid().as_u128();
+        let d = day_number(day);
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let index = txn.open_table(REQUEST_LOGS_BY_USER).map_err(unavailable)?;
+            let rows = txn.open_table(REQUEST_LOGS).map_err(unavailable)?;
+            let low = (u, d, (i64::MIN, 0), 0);
+            let high = match before {
+                Some(c) => (u, d, instant(c.at), c.id.as_u128()),
+                None => (u, d.saturating_add(1), (i64::MIN, 0), 0),
+            };
+            let mut ids = Vec::new();
+            for entry in index
+                .range(low..high)
+                .map_err(unavailable)?
+                .rev()
+                .take(limit)
+            {
+                let (key, _) = entry.map_err(unavailable)?;
+                ids.push(key.value().3);
+            }
+            live_request_logs(&rows, ids, now)
+        })
+        .await
+    }
+}
+
 impl EmbeddedStore {
     /// The bookings under one partition of a by-user or by-schedule index,
     /// by booking id like the CQL tables.
@@ -934,6 +1083,7 @@ mod tests {
         contract::payments(&store).await;
         contract::payment_views(&store).await;
         contract::booking_rows(&store).await;
+        contract::request_logs(&store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -946,6 +1096,7 @@ mod tests {
         contract::payments(&store).await;
         contract::payment_views(&store).await;
         contract::booking_rows(&store).await;
+        contract::request_logs(&store).await;
     }
 
     #[tokio::test]

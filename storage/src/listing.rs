@@ -2,10 +2,13 @@
 //! buckets of each day (`payments_by_day`, `refunds_by_day`): a k-way merge
 //! of the buckets, resumable with a cursor.
 
-use crate::ports::{ListCursor, PaymentViews, RefundView, StoreError, DAY_BUCKETS};
+use crate::ports::{
+    ListCursor, PaymentViews, RefundView, RequestLogRow, RequestLogs, StoreError, DAY_BUCKETS,
+};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use std::future::Future;
 use ticketing_domain::events::PaymentSnapshot;
+use ticketing_domain::ids::UserId;
 use uuid::Uuid;
 
 /// At most this many rows are read for one page: a filter that matches
@@ -39,6 +42,7 @@ fn start_of(day: NaiveDate) -> DateTime<Utc> {
 /// from there.
 async fn merged<T, F, Fut>(
     q: &ListQuery,
+    buckets: i32,
     key: impl Fn(&T) -> ListCursor,
     keep: impl Fn(&T) -> bool,
     fetch: F,
@@ -67,7 +71,7 @@ where
         let before = (cursor.at.date_naive() == day).then_some(cursor);
         let mut rows = Vec::new();
         let mut frontier: Option<ListCursor> = None;
-        for bucket in 0..DAY_BUCKETS {
+        for bucket in 0..buckets {
             let got = fetch(day, bucket, before, batch).await?;
             if got.len() == batch {
                 let last = key(got.last().expect("a full batch"));
@@ -126,6 +130,7 @@ pub async fn payments(
 ) -> Result<Listed<PaymentSnapshot>, StoreError> {
     merged(
         q,
+        DAY_BUCKETS,
         |p: &PaymentSnapshot| ListCursor {
             at: p.created_at,
             id: p.payment_id.as_uuid(),
@@ -143,6 +148,7 @@ pub async fn refunds(
 ) -> Result<Listed<RefundView>, StoreError> {
     merged(
         q,
+        DAY_BUCKETS,
         |r: &RefundView| ListCursor {
             at: r.refunded_at(),
             id: r.refund.refund_id.as_uuid(),
@@ -151,6 +157,44 @@ pub async fn refunds(
         |day, bucket, before, n| views.refunds_of_day(day, bucket, before, n),
     )
     .await
+}
+
+fn request_key(r: &RequestLogRow) -> ListCursor {
+    ListCursor {
+        at: r.at,
+        id: r.request_id,
+    }
+}
+
+/// Requests that arrived in `[from, to)`, newest first: one user's, or
+/// everyone's.
+pub async fn request_logs(
+    logs: &dyn RequestLogs,
+    user: Option<UserId>,
+    q: &ListQuery,
+) -> Result<Listed<RequestLogRow>, StoreError> {
+    match user {
+        Some(user) => {
+            merged(
+                q,
+                1,
+                request_key,
+                |_| true,
+                |day, _, before, n| logs.request_logs_of_user(user, day, before, n),
+            )
+            .await
+        }
+        None => {
+            merged(
+                q,
+                DAY_BUCKETS,
+                request_key,
+                |_| true,
+                |day, bucket, before, n| logs.request_logs_of_day(day, bucket, before, n),
+            )
+            .await
+        }
+    }
 }
 
 #[cfg(test)]

@@ -359,3 +359,47 @@ pub trait BookingRows: Send + Sync + 'static {
         schedule: ScheduleId,
     ) -> Result<Vec<BookingRow>, StoreError>;
 }
+
+/// One HTTP request the ingress answered, as the request-log tables keep it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestLogRow {
+    pub request_id: Uuid,
+    /// When the request arrived.
+    pub at: DateTime<Utc>,
+    /// `None` for an anonymous request.
+    pub user_id: Option<UserId>,
+    pub method: String,
+    /// Without its query string.
+    pub path: String,
+    pub status: u16,
+    pub latency_micros: u64,
+}
+
+/// The managers' request log, written by the request-log sink. Rows expire
+/// on their own (CQL TTL): a read never returns a row past `expires_at`.
+#[async_trait]
+pub trait RequestLogs: Send + Sync + 'static {
+    /// Writes the row (again, identically, on a redelivery), kept until
+    /// `expires_at`. A row already expired is not written.
+    async fn put_request_log(
+        &self,
+        row: &RequestLogRow,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// One bucket of one day's requests, newest first, older than `before`.
+    async fn request_logs_of_day(
+        &self,
+        day: NaiveDate,
+        bucket: i32,
+        before: Option<ListCursor>,
+        limit: usize,
+    ) -> Result<Vec<RequestLogRow>, StoreError>;
+    /// One user's requests of one day, newest first, older than `before`.
+    async fn request_logs_of_user(
+        &self,
+        user: UserId,
+        day: NaiveDate,
+        before: Option<ListCursor>,
+        limit: usize,
+    ) -> Result<Vec<RequestLogRow>, StoreError>;
+}

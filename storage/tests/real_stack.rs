@@ -97,7 +97,7 @@ async fn cql_checks(nodes: Vec<String>, keyspace: String) {
     );
     let mut applied = [a.unwrap(), b.unwrap()];
     applied.sort();
-    assert_eq!(applied, [vec![], vec![1, 2, 3]]);
+    assert_eq!(applied, [vec![], vec![1, 2, 3, 4]]);
     assert_eq!(
         cql::migrate(&raw, &keyspace).await.unwrap(),
         Vec::<i32>::new()
@@ -115,13 +115,14 @@ async fn cql_checks(nodes: Vec<String>, keyspace: String) {
         .unwrap();
     let mut versions = versions;
     versions.sort();
-    assert_eq!(versions, vec![(1,), (2,), (3,)]);
+    assert_eq!(versions, vec![(1,), (2,), (3,), (4,)]);
 
     contract::accounts(&store).await;
     contract::catalog(&store).await;
     contract::payments(&store).await;
     contract::payment_views(&store).await;
     contract::booking_rows(&store).await;
+    contract::request_logs(&store).await;
     sub_millisecond_instants_are_truncated_once(&store).await;
     stored_secrets_are_untouched(&store, &raw).await;
     stale_claims_are_taken_over(&store, &raw).await;

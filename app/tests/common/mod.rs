@@ -171,6 +171,7 @@ pub fn stack_settings(keyspace: &str) -> ticketing::settings::StackSettings {
         cql_keyspace: keyspace.to_string(),
         redis_url: env("TICKETING_REDIS_URL", "redis://127.0.0.1:6379"),
         schema_registry_url: env("TICKETING_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081"),
+        request_log_retention_days: 7,
     }
 }
 

@@ -256,7 +256,7 @@ fn version_timestamp(version: u64) -> Result<i64, StoreError> {
     i64::try_from(version).map_err(|_| corrupt(format!("version {version} out of range")))
 }
 
-fn limit(n: usize) -> i32 {
+pub(super) fn limit(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
@@ -330,7 +330,7 @@ impl CqlStore {
         &self.inner.views
     }
 
-    async fn rows<R>(
+    pub(super) async fn rows<R>(
         &self,
         statement: &PreparedStatement,
         values: impl scylla::serialize::row::SerializeRow,
