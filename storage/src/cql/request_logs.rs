@@ -91,13 +91,11 @@ impl RequestLogQueries {
             ))
             .await?,
             of_user: p(format!(
-                "SELECT request_id, at, user_id, method, path, status, latency_micros \
-                 FROM request_logs_by_user WHERE user_id = ? AND day = ? LIMIT ?"
+                "SELECT {COLUMNS} FROM request_logs_by_user WHERE user_id = ? AND day = ? LIMIT ?"
             ))
             .await?,
             of_user_before: p(format!(
-                "SELECT request_id, at, user_id, method, path, status, latency_micros \
-                 FROM request_logs_by_user WHERE user_id = ? AND day = ? \
+                "SELECT {COLUMNS} FROM request_logs_by_user WHERE user_id = ? AND day = ? \
                  AND (at, request_id) < (?, ?) LIMIT ?"
             ))
             .await?,
