@@ -5,12 +5,12 @@
 
 use crate::settings::DevSettings;
 use crate::{
-    ingress_state, secrets, serve, spawn_payment_feed, spawn_payment_sweeper, Backends,
-    IngressSecrets,
+    ingress_state, secrets, serve, spawn_live_feed, spawn_payment_sweeper, Backends, IngressSecrets,
 };
 use anyhow::Context;
 use std::sync::Arc;
 use ticketing_ingress::gateway::listen_for_replies;
+use ticketing_ingress::live::LiveEvent;
 use ticketing_ingress::replies::PendingReplies;
 use ticketing_ingress::router;
 use ticketing_payments::sandbox::SandboxProvider;
@@ -21,6 +21,7 @@ use ticketing_schemas::{topics, EmbeddedSchemaRegistry, EventCodec};
 use ticketing_sinks::bookings::BookingSink;
 use ticketing_sinks::catalog::CatalogSink;
 use ticketing_sinks::payments::PaymentSink;
+use ticketing_sinks::request_logs::RequestLogSink;
 use ticketing_sinks::runner;
 use ticketing_sinks::schedule_view::{ScheduleViewSink, ScheduleViews};
 use ticketing_storage::embedded::EmbeddedStore;
@@ -71,7 +72,7 @@ pub async fn run(
     // One dev process: one reply address, and a group that resumes where the
     // last run stopped instead of re-reading old answers.
     let reply_to = "dev".to_string();
-    let state = ingress_state(
+    let (state, request_log_task) = ingress_state(
         &settings.http,
         IngressSecrets {
             token_secret: &token_secret,
@@ -85,6 +86,7 @@ pub async fn run(
             schedule_reads: Arc::new(reads.clone()),
             payments: Arc::new(store.clone()),
             payment_views: Arc::new(store.clone()),
+            request_logs: Arc::new(store.clone()),
             // The sandbox PG in process: test cards behave as on the real
             // stack, with no server to run.
             provider: Arc::new(SandboxProvider::new()),
@@ -95,6 +97,7 @@ pub async fn run(
         },
         metrics.clone(),
         readiness.clone(),
+        &shutdown,
     )
     .await?;
 
@@ -112,6 +115,17 @@ pub async fn run(
         log.consumer("payment-sink", &[topics::PAYMENTS])
             .context("subscribing the payment sink")?,
         Arc::new(PaymentSink::new(codec.clone(), Arc::new(store.clone()))),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let request_log_sink = tokio::spawn(runner::run(
+        log.consumer("request-log-sink", &[topics::REQUEST_LOGS])
+            .context("subscribing the request-log sink")?,
+        Arc::new(RequestLogSink::new(
+            codec.clone(),
+            Arc::new(store.clone()),
+            settings.request_log_retention_days,
+        )),
         metrics.clone(),
         shutdown.clone(),
     ));
@@ -165,13 +179,13 @@ pub async fn run(
         settings.http.payment_sweep_after_secs,
         shutdown.clone(),
     );
-    let feed = spawn_payment_feed(
+    let feed = spawn_live_feed(
         Box::new(
-            log.tail(&[topics::PAYMENTS])
+            log.tail(&LiveEvent::TOPICS)
                 .context("subscribing the admin live stream")?,
         ),
         live_codec,
-        state.payment_feed.clone(),
+        state.live.clone(),
         shutdown.clone(),
     );
 
@@ -180,10 +194,12 @@ pub async fn run(
     let served = serve(listener, router(state), shutdown).await;
     readiness.set(false);
     sweeper.await.context("payment sweeper task")?;
+    request_log_task.await.context("request log task")?;
     feed.await.context("admin live feed task")?;
     sink.await.context("catalog sink task")??;
     payment_sink.await.context("payment sink task")??;
     booking_sink.await.context("booking sink task")??;
+    request_log_sink.await.context("request-log sink task")??;
     view_sink.await.context("schedule read model task")??;
     processor.await.context("schedule processor task")??;
     listener_task.await.context("replies listener task")?;

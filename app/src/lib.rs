@@ -15,13 +15,13 @@ use anyhow::Context;
 use chrono::Duration;
 use settings::HttpSettings;
 use std::sync::Arc;
-use ticketing_domain::events::{Event, PaymentChanged};
 use ticketing_domain::schedule::Reply;
 use ticketing_ingress::gateway::{LogGateway, ScheduleGateway};
-use ticketing_ingress::live::{run_feed, LiveFeed};
+use ticketing_ingress::live::{run_feed, LiveEvent, LiveFeed};
 use ticketing_ingress::payments::PaymentService;
 use ticketing_ingress::publish::EventPublisher;
 use ticketing_ingress::replies::PendingReplies;
+use ticketing_ingress::request_log::RequestLogger;
 use ticketing_ingress::security::card::CardCipher;
 use ticketing_ingress::security::password::PasswordHasher;
 use ticketing_ingress::security::phone::PhoneCipher;
@@ -32,7 +32,8 @@ use ticketing_runtime::shutdown::Shutdown;
 use ticketing_runtime::{Metrics, Readiness};
 use ticketing_schemas::EventCodec;
 use ticketing_storage::{
-    AccountStore, CatalogStore, PaymentStore, PaymentViews, ScheduleReadModel, SessionStore,
+    AccountStore, CatalogStore, PaymentStore, PaymentViews, RequestLogs, ScheduleReadModel,
+    SessionStore,
 };
 use ticketing_transport::Producer;
 
@@ -44,6 +45,7 @@ pub(crate) struct Backends {
     pub schedule_reads: Arc<dyn ScheduleReadModel>,
     pub payments: Arc<dyn PaymentStore>,
     pub payment_views: Arc<dyn PaymentViews>,
+    pub request_logs: Arc<dyn RequestLogs>,
     pub provider: Arc<dyn PaymentProvider>,
     pub producer: Arc<dyn Producer>,
     pub codec: EventCodec,
@@ -69,7 +71,8 @@ pub(crate) async fn ingress_state(
     backends: Backends,
     metrics: Metrics,
     readiness: Readiness,
-) -> anyhow::Result<AppState> {
+    shutdown: &Shutdown,
+) -> anyhow::Result<(AppState, tokio::task::JoinHandle<()>)> {
     let tokens = TokenService::new(
         secrets.token_secret.as_bytes(),
         Duration::seconds(http.access_ttl_secs),
@@ -92,6 +95,8 @@ pub(crate) async fn ingress_state(
         cards,
         publisher.clone(),
     ));
+    let (request_log, request_log_task) =
+        RequestLogger::start(publisher.clone(), metrics.clone(), shutdown.clone());
     let state = AppState {
         accounts: backends.accounts,
         catalog: backends.catalog,
@@ -101,7 +106,9 @@ pub(crate) async fn ingress_state(
         schedule_reads: backends.schedule_reads,
         payments,
         payment_views: backends.payment_views,
-        payment_feed: LiveFeed::default(),
+        live: LiveFeed::default(),
+        request_log,
+        request_logs: backends.request_logs,
         passwords: PasswordHasher::new(),
         phones,
         tokens,
@@ -111,11 +118,9 @@ pub(crate) async fn ingress_state(
     if let (Some(email), Some(password)) = (&http.admin_email, &http.admin_password) {
         bootstrap::ensure_admin(&state, email, password).await?;
     }
-    Ok(state)
+    Ok((state, request_log_task))
 }
 
-/// Payments left in flight longer than this are finished by the sweeper; a
-/// request still working on one is well within it.
 /// The sweeper looks at least this often, and four times per
 /// `payment_sweep_after_secs`, so a payment cut short waits at most a
 /// quarter longer than that.
@@ -150,19 +155,21 @@ pub(crate) fn spawn_payment_sweeper(
     })
 }
 
-/// Feeds the admin live stream from `consumer` (the payments topic, read from
-/// its end by this instance alone).
-pub(crate) fn spawn_payment_feed(
+/// Feeds the admin live streams from `consumer` (the payments and
+/// request-log topics, read from their end by this instance alone).
+pub(crate) fn spawn_live_feed(
     consumer: Box<dyn ticketing_transport::Consumer>,
     codec: EventCodec,
-    feed: LiveFeed<PaymentChanged>,
+    feed: LiveFeed<LiveEvent>,
     shutdown: Shutdown,
 ) -> tokio::task::JoinHandle<()> {
-    let pick = Arc::new(|e: Event| match e {
-        Event::PaymentChanged(p) => Some(p),
-        _ => None,
-    });
-    tokio::spawn(run_feed(consumer, codec, pick, feed, shutdown))
+    tokio::spawn(run_feed(
+        consumer,
+        codec,
+        Arc::new(LiveEvent::pick),
+        feed,
+        shutdown,
+    ))
 }
 
 /// Serves `router` until shutdown, finishing requests in flight.

@@ -3,11 +3,12 @@
 
 use crate::settings::{IngressSettings, ProcessorSettings, SinkSettings, StackSettings};
 use crate::{
-    ingress_state, serve, spawn_payment_feed, spawn_payment_sweeper, Backends, IngressSecrets,
+    ingress_state, serve, spawn_live_feed, spawn_payment_sweeper, Backends, IngressSecrets,
 };
 use anyhow::Context;
 use std::sync::Arc;
 use ticketing_ingress::gateway::listen_for_replies;
+use ticketing_ingress::live::LiveEvent;
 use ticketing_ingress::replies::PendingReplies;
 use ticketing_ingress::router;
 use ticketing_payments::http::PgClient;
@@ -18,6 +19,7 @@ use ticketing_schemas::{topics, EventCodec, HttpSchemaRegistry};
 use ticketing_sinks::bookings::BookingSink;
 use ticketing_sinks::catalog::CatalogSink;
 use ticketing_sinks::payments::PaymentSink;
+use ticketing_sinks::request_logs::RequestLogSink;
 use ticketing_sinks::runner;
 use ticketing_sinks::schedule_view::ScheduleProjectionSink;
 use ticketing_storage::cql::CqlStore;
@@ -146,6 +148,7 @@ pub async fn run_ingress(
         accounts: cql.clone(),
         catalog: cql.clone(),
         payment_views: cql.clone(),
+        request_logs: cql.clone(),
         payments: cql,
         provider: Arc::new(provider),
         sessions: Arc::new(sessions),
@@ -155,7 +158,7 @@ pub async fn run_ingress(
         replies,
         reply_to,
     };
-    let state = ingress_state(
+    let (state, request_log_task) = ingress_state(
         &settings.http,
         IngressSecrets {
             token_secret: &token_secret,
@@ -165,6 +168,7 @@ pub async fn run_ingress(
         backends,
         metrics,
         readiness.clone(),
+        &shutdown,
     )
     .await?;
     // Ready once answers can arrive: a command sent before the replies
@@ -186,14 +190,14 @@ pub async fn run_ingress(
     let live = KafkaConsumer::from_latest(
         &kafka(stack, "ticketing-ingress"),
         &live_group,
-        &[topics::PAYMENTS],
+        &LiveEvent::TOPICS,
     )
-    .context("Kafka payments consumer (admin live stream)")?;
+    .context("Kafka consumer (admin live streams)")?;
     let live_assigned = live.assigned();
-    let feed = spawn_payment_feed(
+    let feed = spawn_live_feed(
         Box::new(live),
         live_codec,
-        state.payment_feed.clone(),
+        state.live.clone(),
         shutdown.clone(),
     );
     // Ready once the live stream reads: "from latest" is where the group
@@ -211,6 +215,7 @@ pub async fn run_ingress(
     readiness.set(false);
     listener_task.await.context("replies listener task")?;
     sweeper.await.context("payment sweeper task")?;
+    request_log_task.await.context("request log task")?;
     feed.await.context("admin live feed task")?;
     served
 }
@@ -257,6 +262,12 @@ pub async fn run_sink(
         &[topics::SCHEDULE_EVENTS],
     )
     .context("Kafka bookings consumer")?;
+    let request_logs = KafkaConsumer::new(
+        &kafka(stack, "ticketing-sink"),
+        &format!("{}-request-logs", settings.group),
+        &[topics::REQUEST_LOGS],
+    )
+    .context("Kafka request-logs consumer")?;
     let metrics = Metrics::new("sink");
     let readiness = Readiness::default();
     let ops = serve(
@@ -277,6 +288,16 @@ pub async fn run_sink(
         metrics.clone(),
         shutdown.clone(),
     );
+    let request_logs = runner::run(
+        request_logs,
+        Arc::new(RequestLogSink::new(
+            codec.clone(),
+            cql.clone(),
+            stack.request_log_retention_days,
+        )),
+        metrics.clone(),
+        shutdown.clone(),
+    );
     let bookings = runner::run(
         bookings,
         Arc::new(BookingSink::new(codec.clone(), cql)),
@@ -290,12 +311,13 @@ pub async fn run_sink(
         shutdown,
     );
     readiness.set(true);
-    let (ops, catalog, projection, payments, bookings) =
-        tokio::join!(ops, catalog, projection, payments, bookings);
+    let (ops, catalog, projection, payments, bookings, request_logs) =
+        tokio::join!(ops, catalog, projection, payments, bookings, request_logs);
     catalog.context("catalog sink")?;
     projection.context("schedule view sink")?;
     payments.context("payment sink")?;
     bookings.context("booking sink")?;
+    request_logs.context("request-log sink")?;
     ops
 }
 

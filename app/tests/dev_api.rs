@@ -99,6 +99,7 @@ async fn payments_and_refunds_work_in_dev_mode() {
     let app = start(dir.path()).await;
     let (manager, _) = login(&app.api, ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let _seen = payments_scenario(&app.api, &manager).await;
+    request_logs_scenario(&app.api, &manager).await;
     app.stop().await;
 }
 

@@ -248,6 +248,7 @@ async fn payments_and_refunds_work_on_the_real_stack() {
     let stack = start().await;
     let (manager, _) = login(&stack.api, "admin@example.com", "admin-password-1").await;
     let seen = payments_scenario(&stack.api, &manager).await;
+    request_logs_scenario(&stack.api, &manager).await;
     let keyspace = stack.keyspace.clone();
     // The live booking sink has the final states before the stack stops:
     // the first buyer's two bookings refunded, the second's two paid.

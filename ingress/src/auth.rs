@@ -2,6 +2,7 @@
 //! session is still live, and the role checks every route relies on.
 
 use crate::error::ApiError;
+use crate::request_log::CallerSlot;
 use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -84,8 +85,12 @@ impl FromRequestParts<AppState> for Caller {
         if !state.sessions.is_active(claims.sid, now).await? {
             return Err(invalid_token());
         }
+        let user_id = UserId::from_uuid(claims.sub);
+        if let Some(slot) = parts.extensions.get::<CallerSlot>() {
+            slot.fill(user_id);
+        }
         Ok(Caller {
-            user_id: UserId::from_uuid(claims.sub),
+            user_id,
             role: claims.role,
             session_id: claims.sid,
         })

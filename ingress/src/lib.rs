@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod payments;
 pub mod publish;
 pub mod replies;
+pub mod request_log;
 pub mod routes;
 pub mod security;
 pub mod state;
@@ -84,12 +85,21 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/payments", get(admin::list_payments))
         .route("/api/v1/admin/refunds", get(admin::list_refunds))
         .route("/api/v1/admin/stream", get(admin::stream))
+        .route("/api/v1/admin/request-logs", get(admin::list_request_logs))
+        .route(
+            "/api/v1/admin/request-logs/stream",
+            get(admin::stream_request_logs),
+        )
         .route("/api-docs/openapi.json", get(openapi::serve))
         .fallback(|| async { error::ApiError::not_found("NOT_FOUND", "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             http_metrics::record,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.request_log.clone(),
+            request_log::record,
         ))
         .with_state(state.clone());
     api.merge(ops_router(state.metrics.clone(), state.readiness.clone()))

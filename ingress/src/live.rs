@@ -4,11 +4,34 @@
 //! any instance sees everything.
 
 use std::sync::Arc;
-use ticketing_domain::events::Event;
+use ticketing_domain::events::{Event, PaymentChanged, RequestLogged};
 use ticketing_runtime::shutdown::Shutdown;
+use ticketing_schemas::topics;
 use ticketing_schemas::EventCodec;
 use ticketing_transport::{Consumer, TransportError};
 use tokio::sync::broadcast;
+
+/// What the managers' live views show: payment changes and answered
+/// requests, read from their topics by one consumer.
+#[derive(Clone, Debug)]
+pub enum LiveEvent {
+    Payment(Box<PaymentChanged>),
+    Request(RequestLogged),
+}
+
+impl LiveEvent {
+    /// The topics the live views read.
+    pub const TOPICS: [&'static str; 2] = [topics::PAYMENTS, topics::REQUEST_LOGS];
+
+    /// What the live views keep of an event.
+    pub fn pick(event: Event) -> Option<Self> {
+        match event {
+            Event::PaymentChanged(e) => Some(Self::Payment(Box::new(e))),
+            Event::RequestLogged(e) => Some(Self::Request(e)),
+            _ => None,
+        }
+    }
+}
 
 /// How many events a slow subscriber may fall behind before it skips some
 /// (it is told how many, and carries on).
@@ -86,7 +109,7 @@ mod tests {
     use ticketing_domain::events::{EventMeta, RequestLogged};
     use ticketing_domain::ids::EventId;
     use ticketing_runtime::shutdown;
-    use ticketing_schemas::{topics, EmbeddedSchemaRegistry};
+    use ticketing_schemas::EmbeddedSchemaRegistry;
     use ticketing_transport::embedded::EmbeddedLog;
     use ticketing_transport::{OutRecord, Producer};
     use uuid::Uuid;

@@ -15,6 +15,7 @@ use utoipa::{Modify, OpenApi};
         schedules::release_booking,
         payments::pay, payments::get_payment, payments::cancel_payment,
         admin::list_payments, admin::list_refunds, admin::stream,
+        admin::list_request_logs, admin::stream_request_logs,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&BearerAuth),

@@ -1,15 +1,15 @@
 use crate::gateway::ScheduleGateway;
-use crate::live::LiveFeed;
+use crate::live::{LiveEvent, LiveFeed};
 use crate::payments::PaymentService;
 use crate::publish::EventPublisher;
+use crate::request_log::RequestLogger;
 use crate::security::password::PasswordHasher;
 use crate::security::phone::PhoneCipher;
 use crate::security::tokens::TokenService;
 use std::sync::Arc;
-use ticketing_domain::events::PaymentChanged;
 use ticketing_runtime::{Metrics, Readiness};
 use ticketing_storage::{
-    AccountStore, CatalogStore, PaymentViews, ScheduleReadModel, SessionStore,
+    AccountStore, CatalogStore, PaymentViews, RequestLogs, ScheduleReadModel, SessionStore,
 };
 
 /// Everything a handler may use. The engines behind the stores and the producer
@@ -28,8 +28,13 @@ pub struct AppState {
     pub payments: Arc<PaymentService>,
     /// Payments and refunds as the payment sink recorded them (admin pages).
     pub payment_views: Arc<dyn PaymentViews>,
-    /// Payment events as they are published (the admin live stream).
-    pub payment_feed: LiveFeed<PaymentChanged>,
+    /// Payment changes and answered requests as they are published (the
+    /// admin live streams).
+    pub live: LiveFeed<LiveEvent>,
+    /// Where every answered request is logged.
+    pub request_log: RequestLogger,
+    /// The request log as the request-log sink wrote it (admin pages).
+    pub request_logs: Arc<dyn RequestLogs>,
     pub passwords: PasswordHasher,
     pub phones: PhoneCipher,
     pub tokens: TokenService,

@@ -21,6 +21,9 @@ pub struct Metrics {
     pub transaction_latency: HistogramVec,
     /// Partitions a processor instance owns now.
     pub partitions_owned: IntGaugeVec,
+    /// Request logs not sent to the log, by why (`full`: the ingress was
+    /// answering faster than the log took them; `failed`: the log refused).
+    pub request_logs_dropped: IntCounterVec,
 }
 
 impl Metrics {
@@ -107,6 +110,14 @@ impl Metrics {
             &["processor"],
         )
         .expect("valid metric");
+        let request_logs_dropped = IntCounterVec::new(
+            Opts::new(
+                "request_logs_dropped_total",
+                "Request logs the ingress could not send to the log, by why",
+            ),
+            &["why"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_latency.clone()),
@@ -117,6 +128,7 @@ impl Metrics {
             Box::new(decisions.clone()),
             Box::new(transaction_latency.clone()),
             Box::new(partitions_owned.clone()),
+            Box::new(request_logs_dropped.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -131,6 +143,7 @@ impl Metrics {
             decisions,
             transaction_latency,
             partitions_owned,
+            request_logs_dropped,
         }
     }
 

@@ -8,5 +8,6 @@
 pub mod bookings;
 pub mod catalog;
 pub mod payments;
+pub mod request_logs;
 pub mod runner;
 pub mod schedule_view;

@@ -572,6 +572,13 @@ pub async fn ops_scenario(api: &Api) {
         "/api/v1/auth/login",
         "/api/v1/concerts/{concert_id}/schedules",
         "/api/v1/schedules/{schedule_id}/seats",
+        "/api/v1/payments",
+        "/api/v1/payments/{payment_id}/cancel",
+        "/api/v1/admin/payments",
+        "/api/v1/admin/refunds",
+        "/api/v1/admin/stream",
+        "/api/v1/admin/request-logs",
+        "/api/v1/admin/request-logs/stream",
     ] {
         assert!(
             doc["paths"][path].is_object(),
@@ -1579,6 +1586,18 @@ pub async fn payments_scenario(api: &Api, manager: &str) -> PaymentsSeen {
     }
 }
 
+/// The items' `field` instants never grow down the list.
+fn assert_newest_first(items: &[Value], field: &str) {
+    let times: Vec<chrono::DateTime<chrono::Utc>> = items
+        .iter()
+        .map(|i| i[field].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
+}
+
 /// Every page of an admin listing from `path` (which has a query already).
 async fn all_pages(api: &Api, manager: &str, path: &str) -> Vec<Value> {
     let mut items = Vec::new();
@@ -1668,13 +1687,7 @@ async fn admin_money_scenario(
     let unique_ids: std::collections::BTreeSet<_> = ids.iter().collect();
     assert_eq!(ids.len(), unique_ids.len(), "each payment on one page only");
     assert!(ids.contains(&refunded));
-    let times: Vec<&str> = everything
-        .iter()
-        .map(|p| p["created_at"].as_str().unwrap())
-        .collect();
-    let mut sorted = times.clone();
-    sorted.sort_by(|a, b| b.cmp(a));
-    assert_eq!(times, sorted, "newest first");
+    assert_newest_first(&everything, "created_at");
     let refunds = eventually("both refunds in the admin listing", 30, || async {
         let mine: Vec<Value> = all_pages(
             api,
@@ -1696,4 +1709,79 @@ async fn admin_money_scenario(
     assert!(refunds
         .iter()
         .all(|r| r["status"] == "REFUNDED" && r["total_price"] == 100_000));
+}
+
+/// Every request is logged with its caller, method, path and status, never
+/// a query string or a token; managers list a user's requests page by page
+/// and watch them live.
+pub async fn request_logs_scenario(api: &Api, manager: &str) {
+    let user = sign_up_and_login(api, "USER").await;
+    let live = LiveStream::open(
+        api,
+        &format!("/api/v1/admin/request-logs/stream?user_id={}", user.user_id),
+        manager,
+    )
+    .await;
+    let (s, _) = api
+        .get("/api/v1/users/me?secret=hunter2", Some(&user.access))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = api.get("/api/v1/bookings", Some(&user.access)).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, e) = api
+        .get("/api/v1/admin/request-logs", Some(&user.access))
+        .await;
+    assert_error(s, &e, StatusCode::FORBIDDEN, "FORBIDDEN");
+    let (s, e) = api
+        .get("/api/v1/admin/request-logs/stream", Some(&user.access))
+        .await;
+    assert_error(s, &e, StatusCode::FORBIDDEN, "FORBIDDEN");
+    let (s, e) = api
+        .get("/api/v1/admin/request-logs?user_id=nobody", Some(manager))
+        .await;
+    assert_error(s, &e, StatusCode::BAD_REQUEST, "INVALID_USER_ID");
+
+    live.arrival("the request on the live request log", |b| {
+        b.contains("event: request")
+            && b.contains("\"path\":\"/api/v1/users/me\"")
+            && b.contains(&format!("\"user_id\":\"{}\"", user.user_id))
+    })
+    .await;
+    let path = format!(
+        "/api/v1/admin/request-logs?user_id={}&limit=1",
+        user.user_id
+    );
+    let items = eventually("the user's requests in the request log", 30, || async {
+        let items = all_pages(api, manager, &path).await;
+        let seen = |p: &str, status: u64| {
+            items
+                .iter()
+                .any(|i| i["path"] == p && i["status"] == status && i["method"] == "GET")
+        };
+        (seen("/api/v1/users/me", 200)
+            && seen("/api/v1/bookings", 200)
+            && seen("/api/v1/admin/request-logs", 403))
+        .then_some(items)
+    })
+    .await;
+    let text = serde_json::to_string(&items).unwrap();
+    for secret in [
+        user.access.as_str(),
+        "hunter2",
+        "Bearer",
+        user.password.as_str(),
+    ] {
+        assert!(
+            !text.contains(secret),
+            "{secret} leaked into the request log"
+        );
+    }
+    assert!(items.iter().all(|i| i["user_id"] == user.user_id.as_str()));
+    assert!(items
+        .iter()
+        .all(|i| i["latency_ms"].as_f64().is_some_and(|l| l >= 0.0)));
+    let ids: std::collections::BTreeSet<_> =
+        items.iter().map(|i| i["request_id"].to_string()).collect();
+    assert_eq!(ids.len(), items.len(), "each request once across the pages");
+    assert_newest_first(&items, "time");
 }

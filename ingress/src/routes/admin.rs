@@ -4,6 +4,7 @@
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiQuery;
+use crate::live::LiveEvent;
 use crate::AppState;
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -12,10 +13,11 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
-use ticketing_domain::events::{PaymentChange, PaymentChanged, PaymentSnapshot};
+use ticketing_domain::events::{PaymentChange, PaymentChanged, PaymentSnapshot, RequestLogged};
+use ticketing_domain::ids::UserId;
 use ticketing_domain::payment::PaymentStatus;
 use ticketing_storage::listing::{self, ListQuery};
-use ticketing_storage::{ListCursor, RefundView};
+use ticketing_storage::{ListCursor, RefundView, RequestLogRow};
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -348,15 +350,151 @@ pub async fn stream(
     caller: Caller,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     caller.require_manager()?;
-    let mut rx = s.payment_feed.subscribe();
+    let mut rx = s.live.subscribe();
     let stream = async_stream::stream! {
         loop {
             match rx.recv().await {
-                Ok(e) => {
+                Ok(LiveEvent::Payment(e)) => {
                     for event in live_events(&e) {
                         yield Ok(event);
                     }
                 }
+                Ok(LiveEvent::Request(_)) => {}
+                Err(RecvError::Lagged(n)) => {
+                    yield Ok(SseEvent::default().comment(format!("{n} events missed")));
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+    };
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RequestLogsQuery {
+    /// Only this user's requests; all users' (anonymous included) without it.
+    pub user_id: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RequestStreamQuery {
+    /// Only this user's requests.
+    pub user_id: Option<String>,
+}
+
+/// One answered request. Never a body, a query string, a header or a token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminRequestLog {
+    pub request_id: Uuid,
+    /// When the request arrived.
+    #[schema(value_type = String, format = DateTime)]
+    pub time: DateTime<Utc>,
+    /// `null` for an anonymous request.
+    pub user_id: Option<Uuid>,
+    pub method: String,
+    /// Without the query string.
+    pub path: String,
+    pub status: u16,
+    /// From arrival to the response's head, in milliseconds.
+    pub latency_ms: f64,
+}
+
+impl From<&RequestLogRow> for AdminRequestLog {
+    fn from(r: &RequestLogRow) -> Self {
+        Self {
+            request_id: r.request_id,
+            time: r.at,
+            user_id: r.user_id.map(|u| u.as_uuid()),
+            method: r.method.clone(),
+            path: r.path.clone(),
+            status: r.status,
+            latency_ms: r.latency_micros as f64 / 1000.0,
+        }
+    }
+}
+
+impl From<&RequestLogged> for AdminRequestLog {
+    fn from(e: &RequestLogged) -> Self {
+        Self {
+            request_id: e.meta.event_id.as_uuid(),
+            time: e.meta.occurred_at,
+            user_id: e.meta.actor.map(|u| u.as_uuid()),
+            method: e.method.clone(),
+            path: e.path.clone(),
+            status: e.status,
+            latency_ms: e.latency_micros as f64 / 1000.0,
+        }
+    }
+}
+
+fn user_filter(raw: Option<&str>) -> Result<Option<UserId>, ApiError> {
+    raw.map(|u| {
+        u.parse::<Uuid>()
+            .map(UserId::from_uuid)
+            .map_err(|_| ApiError::bad_request("INVALID_USER_ID", "user_id is not a UUID"))
+    })
+    .transpose()
+}
+
+/// Answered requests in the range, newest first (MANAGER only). Kept for
+/// `TICKETING_REQUEST_LOG_RETENTION_DAYS`.
+#[utoipa::path(get, path = "/api/v1/admin/request-logs", tag = "admin",
+    params(RequestLogsQuery), security(("bearer" = [])),
+    responses((status = 200, body = AdminPage<AdminRequestLog>),
+              (status = 400, body = crate::error::ErrorBody, description = "INVALID_USER_ID, INVALID_TIME_RANGE, INVALID_LIMIT, INVALID_CURSOR"),
+              (status = 401, body = crate::error::ErrorBody, description = "UNAUTHENTICATED"),
+              (status = 403, body = crate::error::ErrorBody, description = "FORBIDDEN: not a MANAGER")))]
+pub async fn list_request_logs(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<RequestLogsQuery>,
+) -> ApiResult<Json<AdminPage<AdminRequestLog>>> {
+    caller.require_manager()?;
+    let user = user_filter(q.user_id.as_deref())?;
+    let list = query(
+        q.from.as_deref(),
+        q.to.as_deref(),
+        q.limit,
+        q.cursor.as_deref(),
+    )?;
+    let page = listing::request_logs(s.request_logs.as_ref(), user, &list)
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(Json(AdminPage {
+        items: page.items.iter().map(AdminRequestLog::from).collect(),
+        next_cursor: page.next.as_ref().map(encode_cursor),
+    }))
+}
+
+/// Answered requests as they happen (MANAGER only): Server-Sent Events,
+/// `event: request` with an `AdminRequestLog`, optionally one user's only.
+#[utoipa::path(get, path = "/api/v1/admin/request-logs/stream", tag = "admin",
+    params(RequestStreamQuery), security(("bearer" = [])),
+    responses((status = 200, content_type = "text/event-stream", description = "`event: request` (AdminRequestLog)"),
+              (status = 400, body = crate::error::ErrorBody, description = "INVALID_USER_ID"),
+              (status = 401, body = crate::error::ErrorBody, description = "UNAUTHENTICATED"),
+              (status = 403, body = crate::error::ErrorBody, description = "FORBIDDEN: not a MANAGER")))]
+pub async fn stream_request_logs(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<RequestStreamQuery>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    caller.require_manager()?;
+    let user = user_filter(q.user_id.as_deref())?;
+    let mut rx = s.live.subscribe();
+    let stream = async_stream::stream! {
+        loop {
+            match rx.recv().await {
+                Ok(LiveEvent::Request(e)) if user.is_none() || e.meta.actor == user => {
+                    yield Ok(sse("request", e.meta.event_id.to_string(), &AdminRequestLog::from(&e)));
+                }
+                Ok(_) => {}
                 Err(RecvError::Lagged(n)) => {
                     yield Ok(SseEvent::default().comment(format!("{n} events missed")));
                 }
