@@ -1486,8 +1486,16 @@ pub async fn payments_scenario(api: &Api, manager: &str) -> PaymentsSeen {
     );
     let refund_key = unique();
     let one = json!({"booking_ids": [mine[0]], "reason": "cannot come"});
-    let (s, r) = api
-        .post_keyed(&cancel, &a.access, &refund_key, one.clone())
+    // A refund may answer 503 REFUND_PENDING (the provider slow under
+    // load): the client retries with the same key, as the message says.
+    let (s, r, _) = api
+        .command_keyed(
+            reqwest::Method::POST,
+            &cancel,
+            &a.access,
+            &refund_key,
+            Some(one.clone()),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!(
@@ -1524,8 +1532,14 @@ pub async fn payments_scenario(api: &Api, manager: &str) -> PaymentsSeen {
     })
     .await;
     assert_eq!(seat_status(api, &schedule, 1, 2).await, "SOLD");
-    let (s, r) = api
-        .post(&cancel, Some(manager), json!({"reason": "show moved"}))
+    let (s, r, _) = api
+        .command_keyed(
+            reqwest::Method::POST,
+            &cancel,
+            manager,
+            &unique(),
+            Some(json!({"reason": "show moved"})),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!(
