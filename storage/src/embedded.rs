@@ -609,24 +609,6 @@ fn day_keys(
     Ok(out)
 }
 
-/// Writes `row` under `id` unless a newer version is there already.
-fn put_versioned<T: Serialize + DeserializeOwned>(
-    table: &mut Table<u128, Json>,
-    what: &str,
-    id: u128,
-    row: &T,
-    version: impl Fn(&T) -> i64,
-) -> Result<Option<T>, StoreError> {
-    let old = get_row::<T>(table, what, id)?;
-    if old.as_ref().is_some_and(|o| version(o) > version(row)) {
-        return Ok(old);
-    }
-    table
-        .insert(id, encode(row)?.as_slice())
-        .map_err(unavailable)?;
-    Ok(old)
-}
-
 #[async_trait]
 impl PaymentViews for EmbeddedStore {
     async fn put_payment_view(&self, payment: &PaymentSnapshot) -> Result<(), StoreError> {
@@ -634,7 +616,14 @@ impl PaymentViews for EmbeddedStore {
         self.write(move |txn| {
             let id = p.payment_id.as_uuid().as_u128();
             let mut views = txn.open_table(PAYMENT_VIEWS).map_err(unavailable)?;
-            put_versioned(&mut views, "payment view", id, &p, |v| v.revision as i64)?;
+            // A newer revision stays: replays in any order end at the newest.
+            let newer = get_row::<PaymentSnapshot>(&views, "payment view", id)?
+                .is_some_and(|old| old.revision > p.revision);
+            if !newer {
+                views
+                    .insert(id, encode(&p)?.as_slice())
+                    .map_err(unavailable)?;
+            }
             // The keys never change: created_at and the ids are fixed.
             let created = instant(p.created_at);
             txn.open_table(PAYMENTS_BY_USER)
