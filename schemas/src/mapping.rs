@@ -391,6 +391,7 @@ fn rejection(r: &Rejection) -> Value {
         Rejection::BookingNotPending => branch(8, vec![]),
         Rejection::PaymentNotInProgress => branch(9, vec![]),
         Rejection::NotRefundable => branch(10, vec![]),
+        Rejection::SaleClosed => branch(11, vec![]),
     }
 }
 
@@ -1057,6 +1058,7 @@ fn rejection_of((index, value): (u32, Value)) -> Result<Rejection, CodecError> {
         8 => Rejection::BookingNotPending,
         9 => Rejection::PaymentNotInProgress,
         10 => Rejection::NotRefundable,
+        11 => Rejection::SaleClosed,
         other => return Err(unknown_branch("reason", other)),
     })
 }

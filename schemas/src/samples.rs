@@ -169,6 +169,7 @@ pub fn schedule_events() -> Vec<Event> {
         Rejection::BookingNotPending,
         Rejection::PaymentNotInProgress,
         Rejection::NotRefundable,
+        Rejection::SaleClosed,
     ];
     let mut replies = vec![
         Reply::Queue(QueueStatus::Waiting {

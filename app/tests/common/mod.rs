@@ -617,17 +617,20 @@ pub async fn schedule_on_sale(
     cols: u32,
     price: i64,
 ) -> (Account, String, String) {
-    schedule_on_sale_in(api, rows, cols, price, 2030).await
+    let show = "2030-05-02T19:30:00Z".parse().unwrap();
+    schedule_on_sale_at(api, rows, cols, price, show).await
 }
 
-/// [`schedule_on_sale`] for a show on 2 May of `year`.
-pub async fn schedule_on_sale_in(
+/// [`schedule_on_sale`] for a show starting at `show` (whole seconds).
+pub async fn schedule_on_sale_at(
     api: &Api,
     rows: u32,
     cols: u32,
     price: i64,
-    year: i32,
+    show: chrono::DateTime<chrono::Utc>,
 ) -> (Account, String, String) {
+    let day = show.date_naive();
+    let (first, last) = (day.pred_opt().unwrap(), day.succ_opt().unwrap());
     let seller = sign_up_and_login(api, "SELLER").await;
     let t = Some(seller.access.as_str());
     let (s, b) = api
@@ -641,7 +644,7 @@ pub async fn schedule_on_sale_in(
     let stage_id = b["stage_id"].as_str().unwrap().to_string();
     let (s, b) = api
         .post("/api/v1/concerts", t, json!({"stage_id": stage_id, "concert_name": "Flash", "runtime": 90,
-            "start_date": format!("{year}-05-01"), "end_date": format!("{year}-05-03"), "price": price, "concert_image": "https://img.example.com/f.png"}))
+            "start_date": first.to_string(), "end_date": last.to_string(), "price": price, "concert_image": "https://img.example.com/f.png"}))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let concert_id = b["concert_id"].as_str().unwrap().to_string();
@@ -649,7 +652,7 @@ pub async fn schedule_on_sale_in(
         .post(
             &format!("/api/v1/concerts/{concert_id}/schedules"),
             t,
-            json!({"concert_date": format!("{year}-05-02"), "concert_time": "19:30"}),
+            json!({"concert_date": day.to_string(), "concert_time": show.format("%H:%M:%S").to_string()}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -1288,6 +1291,10 @@ pub struct PaymentsSeen {
     pub started: chrono::DateTime<chrono::Utc>,
 }
 
+/// How long before its show the payments scenario buys a ticket for it:
+/// enough for the purchase under a loaded CI machine, paid for in waiting.
+const SHOW_STARTS_IN_SECS: i64 = 20;
+
 pub async fn payments_scenario(api: &Api, manager: &str) -> PaymentsSeen {
     // Millisecond precision, like the tables: the admin listing starts here.
     let started =
@@ -1296,6 +1303,29 @@ pub async fn payments_scenario(api: &Api, manager: &str) -> PaymentsSeen {
     let (_, _, schedule) = schedule_on_sale(api, 1, 4, 50_000).await;
     let a = sign_up_and_login(api, "USER").await;
     let b = sign_up_and_login(api, "USER").await;
+
+    // A show that starts while this scenario runs: b buys a seat for it and
+    // a is admitted before it starts; both are refused once it has started.
+    let show =
+        chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() + SHOW_STARTS_IN_SECS, 0)
+            .unwrap();
+    let (_, _, soon) = schedule_on_sale_at(api, 1, 2, 10_000, show).await;
+    let early = admitted_hold(api, &soon, &b.access, json!([{"row": 1, "col": 1}])).await;
+    let (s, e) = pay(api, &b.access, &unique(), &early, CARD_OK).await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    let early_payment = e["payment_id"].as_str().unwrap().to_string();
+    let soon_queue = format!("/api/v1/schedules/{soon}/queue");
+    let (s, e) = join(api, &soon_queue, &a.access).await;
+    assert!(s.is_success(), "{e}");
+    eventually("admitted before the show", 30, || async {
+        let (_, b) = api.get(&format!("{soon_queue}/me"), Some(&a.access)).await;
+        (b["status"] == "ADMITTED").then_some(())
+    })
+    .await;
+    assert!(
+        chrono::Utc::now() < show,
+        "buying for the show took longer than the {SHOW_STARTS_IN_SECS} s before it starts"
+    );
     let mine = admitted_hold(
         api,
         &schedule,
@@ -1575,27 +1605,34 @@ pub async fn payments_scenario(api: &Api, manager: &str) -> PaymentsSeen {
         .await;
     assert_error(s, &e, StatusCode::CONFLICT, "PAYMENT_NOT_COMPLETED");
 
-    // No refund once the show has started.
-    let (_, _, past) = schedule_on_sale_in(api, 1, 1, 10_000, 2020).await;
-    let held = admitted_hold(api, &past, &b.access, json!([{"row": 1, "col": 1}])).await;
-    let (s, e) = pay(api, &b.access, &unique(), &held, CARD_OK).await;
-    assert_eq!(s, StatusCode::CREATED, "{e}");
+    // Once the show has started: no refund, no hold, no join.
+    let wait = (show - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait + std::time::Duration::from_millis(200)).await;
     let (s, e) = api
         .post(
-            &format!(
-                "/api/v1/payments/{}/cancel",
-                e["payment_id"].as_str().unwrap()
-            ),
+            &format!("/api/v1/payments/{early_payment}/cancel"),
             Some(&b.access),
             json!({"reason": "late"}),
         )
         .await;
     assert_error(s, &e, StatusCode::UNPROCESSABLE_ENTITY, "REFUND_CLOSED");
+    let (s, e) = hold(
+        api,
+        &format!("/api/v1/schedules/{soon}/holds"),
+        &a.access,
+        json!([{"row": 1, "col": 2}]),
+    )
+    .await;
+    assert_error(s, &e, StatusCode::UNPROCESSABLE_ENTITY, "SALE_CLOSED");
+    let late = sign_up_and_login(api, "USER").await;
+    let (s, e) = join(api, &soon_queue, &late.access).await;
+    assert_error(s, &e, StatusCode::UNPROCESSABLE_ENTITY, "SALE_CLOSED");
+    assert_eq!(seat_status(api, &soon, 1, 2).await, "AVAILABLE");
 
     admin_money_scenario(api, manager, &a, started, &first_payment, &failed).await;
     PaymentsSeen {
         users: vec![a.user_id, b.user_id],
-        schedules: vec![schedule, past],
+        schedules: vec![schedule, soon],
         started,
     }
 }

@@ -226,6 +226,8 @@ pub enum Rejection {
     PaymentNotInProgress,
     /// A refund of bookings that this payment did not buy, or no longer owns.
     NotRefundable,
+    /// The show has started: nobody joins, holds or starts paying any more.
+    SaleClosed,
 }
 
 /// A buyer's place in the waiting room, as they are told it.

@@ -40,6 +40,13 @@ pub(super) fn created(rows: u16, cols: u16, opens_in: Option<i64>) -> ScheduleCr
     }
 }
 
+/// `created` with the show (and so the end of the sale) at `at`.
+pub(super) fn starting_at(mut created: ScheduleCreated, at: DateTime<Utc>) -> ScheduleCreated {
+    created.concert_date = at.date_naive();
+    created.concert_time = at.time();
+    created
+}
+
 /// Checks the facts alone, knowing nothing of the state's internals.
 struct Auditor {
     settings: Settings,
@@ -51,11 +58,15 @@ struct Auditor {
     admitted: BTreeMap<UserId, DateTime<Utc>>,
     last_position: u64,
     opened: bool,
+    /// When the show starts: nothing may join, be admitted, hold or start
+    /// paying from then on.
+    closes: DateTime<Utc>,
 }
 
 impl Auditor {
-    fn new(settings: Settings) -> Self {
+    fn new(settings: Settings, closes: DateTime<Utc>) -> Self {
         Self {
+            closes,
             settings,
             owner: BTreeMap::new(),
             paying: BTreeMap::new(),
@@ -68,6 +79,15 @@ impl Auditor {
     }
 
     fn observe(&mut self, f: &Fact) {
+        if matches!(
+            f.kind,
+            FactKind::QueueJoined { .. }
+                | FactKind::Admitted { .. }
+                | FactKind::SeatsHeld { .. }
+                | FactKind::PaymentStarted { .. }
+        ) {
+            assert!(f.at < self.closes, "sold on after the show started: {f:?}");
+        }
         match &f.kind {
             FactKind::QueueOpened { .. } => self.opened = true,
             FactKind::QueueJoined { .. } | FactKind::Unchanged => {}
@@ -285,7 +305,14 @@ fn replay(created: &ScheduleCreated, facts: &[Fact]) -> ScheduleState {
     s
 }
 
-fn run(ops: Vec<Op>, opens_in: Option<i64>, seed: u64) -> Vec<Fact> {
+/// What a run produced, and how many commands it refused because the show had
+/// started.
+struct Outcome {
+    facts: Vec<Fact>,
+    refused_as_closed: usize,
+}
+
+fn run(ops: Vec<Op>, opens_in: Option<i64>, starts_in: Option<i64>, seed: u64) -> Outcome {
     let settings = Settings {
         max_active: 3,
         admission_ttl_secs: 60,
@@ -293,9 +320,16 @@ fn run(ops: Vec<Op>, opens_in: Option<i64>, seed: u64) -> Vec<Fact> {
         payment_ttl_secs: 20,
         max_seats_per_user: 3,
     };
-    let created = created(4, 5, opens_in);
+    let mut created = created(4, 5, opens_in);
+    if let Some(s) = starts_in {
+        created = starting_at(created, t0() + Duration::seconds(s));
+    }
+    let closes = ScheduleState::new(&created)
+        .starts_at
+        .expect("a new state knows when its show starts");
+    let mut refused_as_closed = 0;
     let mut state = ScheduleState::new(&created);
-    let mut auditor = Auditor::new(settings);
+    let mut auditor = Auditor::new(settings, closes);
     let mut facts: Vec<Fact> = Vec::new();
     let mut sent: Vec<Envelope> = Vec::new();
     let mut held: Vec<BookingId> = Vec::new();
@@ -431,6 +465,22 @@ fn run(ops: Vec<Op>, opens_in: Option<i64>, seed: u64) -> Vec<Fact> {
             command,
         };
         let d = state.handle(&settings, &env);
+        if env.at >= closes {
+            // Every command here is new, every payment id too.
+            match (&env.command, &d.reply) {
+                (Command::Join { .. }, r) => {
+                    assert_eq!(r, &Reply::Rejected(Rejection::SaleClosed));
+                }
+                (Command::Hold { .. }, Reply::Held { .. })
+                | (Command::StartPayment { .. }, Reply::PaymentStarted { .. }) => {
+                    panic!("sold on after the show started: {:?}", env.command)
+                }
+                _ => {}
+            }
+            if d.reply == Reply::Rejected(Rejection::SaleClosed) {
+                refused_as_closed += 1;
+            }
+        }
         match (&env.command, &d.reply) {
             (Command::Hold { user, .. }, Reply::Held { booking_ids, .. }) => {
                 held.extend(booking_ids);
@@ -477,7 +527,10 @@ fn run(ops: Vec<Op>, opens_in: Option<i64>, seed: u64) -> Vec<Fact> {
     assert!(auditor.paying.is_empty(), "every payment ends");
     assert!(auditor.admitted.is_empty(), "every admission expires");
     assert_eq!(replay(&created, &facts), state);
-    facts
+    Outcome {
+        facts,
+        refused_as_closed,
+    }
 }
 
 /// Guards the generator: random workloads must reach every kind of fact, or
@@ -491,13 +544,17 @@ fn the_workload_reaches_every_kind_of_fact() {
         TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
     );
     let mut kinds = std::collections::BTreeSet::new();
+    let mut refused_as_closed = 0;
     for case in 0..40u64 {
         let ops = prop::collection::vec(op(), 150..200)
             .new_tree(&mut runner)
             .unwrap()
             .current();
         let opens_in = (case % 2 == 0).then_some(30);
-        for f in run(ops, opens_in, case) {
+        let starts_in = (case % 4 == 1).then_some(300);
+        let outcome = run(ops, opens_in, starts_in, case);
+        refused_as_closed += outcome.refused_as_closed;
+        for f in outcome.facts {
             kinds.insert(match f.kind {
                 FactKind::QueueJoined { position: None, .. } => "pre-queue join",
                 FactKind::QueueJoined { .. } => "join",
@@ -530,6 +587,10 @@ fn the_workload_reaches_every_kind_of_fact() {
         }
     }
     assert_eq!(kinds.len(), 15, "reached only {kinds:?}");
+    assert!(
+        refused_as_closed > 0,
+        "no command came after a show's start"
+    );
 }
 
 proptest! {
@@ -539,8 +600,9 @@ proptest! {
     fn random_workloads_keep_every_invariant(
         ops in prop::collection::vec(op(), 1..200),
         opens_in in prop::option::of(0i64..120),
+        starts_in in prop::option::of(150i64..900),
         seed in any::<u64>(),
     ) {
-        run(ops, opens_in, seed);
+        run(ops, opens_in, starts_in, seed);
     }
 }

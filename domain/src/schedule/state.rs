@@ -191,6 +191,10 @@ pub struct ScheduleState {
     pub price: i64,
     pub grid: SeatGrid,
     pub sale_opens_at: Option<DateTime<Utc>>,
+    /// When the show starts, and the sale ends. `None` only in snapshots
+    /// written before the state knew it; such a schedule never closes.
+    #[serde(default)]
+    pub starts_at: Option<DateTime<Utc>>,
     /// The latest time seen; time never runs backwards inside the state.
     clock: DateTime<Utc>,
     open: bool,
@@ -224,6 +228,12 @@ impl ScheduleState {
             price: created.price,
             grid,
             sale_opens_at: created.sale_opens_at,
+            starts_at: Some(
+                created
+                    .concert_date
+                    .and_time(created.concert_time)
+                    .and_utc(),
+            ),
             clock: created.meta.occurred_at,
             open: created.sale_opens_at.is_none(),
             seats: vec![Seat::Available; grid.seat_count() as usize],
@@ -263,6 +273,11 @@ impl ScheduleState {
         // otherwise throw the buyer out).
         let reply = match (&env.command, duplicate) {
             (Command::Tick, _) => Reply::None,
+            // A join retried after the show started is told the sale is over,
+            // as it would be if it came now for the first time.
+            (Command::Join { .. }, true) if self.sale_closed(now) => {
+                Reply::Rejected(Rejection::SaleClosed)
+            }
             (Command::Join { user }, true) => Reply::Queue(self.status_of(settings, *user, now)),
             (Command::Join { user }, false) => {
                 self.join(settings, env.command_id, *user, now, &mut facts)
@@ -430,6 +445,14 @@ impl ScheduleState {
     }
 
     /// Fills free admission slots strictly in position order.
+    /// Whether the show has started at `now`. The sale ends with it: nobody
+    /// is admitted, joins, holds or starts paying from then on, while what is
+    /// under way (payments started before, holds running out, refunds) ends
+    /// as usual.
+    pub fn sale_closed(&self, now: DateTime<Utc>) -> bool {
+        self.starts_at.is_some_and(|t| now >= t)
+    }
+
     fn admit(
         &mut self,
         settings: &Settings,
@@ -437,7 +460,7 @@ impl ScheduleState {
         now: DateTime<Utc>,
         facts: &mut Vec<Fact>,
     ) {
-        if !self.open {
+        if !self.open || self.sale_closed(now) {
             return;
         }
         while self.active < settings.max_active {
@@ -466,6 +489,9 @@ impl ScheduleState {
         now: DateTime<Utc>,
         facts: &mut Vec<Fact>,
     ) -> Reply {
+        if self.sale_closed(now) {
+            return Reply::Rejected(Rejection::SaleClosed);
+        }
         let rejoin = match self.entries.get(&user).map(|e| &e.state) {
             None | Some(EntryState::Expired) | Some(EntryState::Left) => true,
             Some(_) => false,
@@ -534,6 +560,9 @@ impl ScheduleState {
             || booking_ids.iter().any(|b| self.bookings.contains_key(b))
         {
             return reject(Rejection::EmptyHold);
+        }
+        if self.sale_closed(now) {
+            return reject(Rejection::SaleClosed);
         }
         if !self.is_admitted(user, now) {
             return reject(Rejection::NotAdmitted);
@@ -685,6 +714,9 @@ impl ScheduleState {
             } else {
                 Reply::Rejected(Rejection::BookingNotPending)
             };
+        }
+        if self.sale_closed(now) {
+            return Reply::Rejected(Rejection::SaleClosed);
         }
         if booking_ids.is_empty()
             || booking_ids.iter().collect::<BTreeSet<_>>().len() != booking_ids.len()
@@ -1250,7 +1282,7 @@ impl ScheduleState {
                 self.pre_queue.is_empty(),
                 "nobody left unplaced after opening"
             );
-            if self.active < settings.max_active {
+            if self.active < settings.max_active && !self.sale_closed(self.clock) {
                 assert!(
                     self.waiting.is_empty(),
                     "a free slot never leaves someone waiting"

@@ -1,7 +1,7 @@
 //! Example-based tests of the waiting room and seat rules; the simulation
 //! covers random interleavings.
 
-use super::simulation::created;
+use super::simulation::{created, starting_at};
 use super::*;
 use crate::ids::*;
 use chrono::{DateTime, Duration, Utc};
@@ -665,4 +665,80 @@ fn a_retried_hold_is_decided_again_only_if_it_held_nothing() {
         "held once, answered the same"
     );
     h.state.check_invariants(&h.settings);
+}
+
+#[test]
+fn the_sale_ends_when_the_show_starts() {
+    // One slot; the show starts at t=200.
+    let mut h = Harness::new(None, 1);
+    h.state = ScheduleState::new(&starting_at(created(3, 3, None), t(200)));
+    assert!(matches!(h.join(1, 1), QueueStatus::Admitted { .. }));
+    assert!(matches!(h.join(2, 2), QueueStatus::Waiting { .. }));
+    let ids = held_ids(&h.hold(3, 1, &[(1, 1), (1, 2)]));
+    assert!(matches!(
+        pay(&mut h, 199, 1, 1, &ids[..1]),
+        Reply::PaymentStarted { .. }
+    ));
+
+    // From the show's start: no joins (first or again), holds or new payments.
+    let closed = Reply::Rejected(Rejection::SaleClosed);
+    assert_eq!(h.hold(200, 1, &[(1, 3)]), closed);
+    assert_eq!(
+        h.send(200, 0, Command::Join { user: user(3) }).reply,
+        closed
+    );
+    assert_eq!(
+        h.send(200, 0, Command::Join { user: user(2) }).reply,
+        closed
+    );
+    assert_eq!(pay(&mut h, 200, 1, 2, &ids[1..]), closed);
+    // What started before ends as usual: the payment is asked again and completes.
+    assert!(matches!(
+        pay(&mut h, 201, 1, 1, &ids[..1]),
+        Reply::PaymentStarted { .. }
+    ));
+    let d = h.send(
+        201,
+        0,
+        Command::CompletePayment {
+            payment_id: payment(1),
+        },
+    );
+    assert_eq!(
+        d.reply,
+        Reply::Sold {
+            booking_ids: ids[..1].to_vec()
+        }
+    );
+    // A freed slot admits nobody any more.
+    let d = h.send(202, 0, Command::Leave { user: user(1) });
+    assert!(
+        !d.facts
+            .iter()
+            .any(|f| matches!(f.kind, FactKind::Admitted { .. })),
+        "{:?}",
+        d.facts
+    );
+    assert!(matches!(h.status(202, 2), QueueStatus::Waiting { .. }));
+    // The unpaid hold runs out on its own clock (t=303).
+    let d = h.send(303, 0, Command::Tick);
+    assert!(d.facts.iter().any(|f| matches!(
+        &f.kind,
+        FactKind::BookingsCancelled { reason: CancelReason::Expired, seats, .. } if seats[0].booking_id == ids[1]
+    )));
+    // The processor still gives a refunded seat back (the ingress decides
+    // whether a refund may be asked for).
+    let d = h.send(
+        400,
+        0,
+        Command::Refund {
+            payment_id: payment(1),
+            booking_ids: ids[..1].to_vec(),
+        },
+    );
+    assert!(matches!(d.reply, Reply::Refunded { .. }), "{:?}", d.reply);
+    // The rule survives a snapshot.
+    let snap: ScheduleState =
+        serde_json::from_slice(&serde_json::to_vec(&h.state).unwrap()).unwrap();
+    assert_eq!(snap.starts_at, Some(t(200)));
 }

@@ -194,7 +194,7 @@ fn booking_list(ids: &[Uuid]) -> ApiResult<Vec<BookingId>> {
               (status = 403, body = crate::error::ErrorBody, description = "NOT_OWNER"),
               (status = 404, body = crate::error::ErrorBody, description = "BOOKING_NOT_FOUND"),
               (status = 409, body = crate::error::ErrorBody, description = "BOOKING_NOT_PENDING, PAYMENT_WINDOW_EXPIRED"),
-              (status = 422, body = crate::error::ErrorBody, description = "INVALID_CARD_NUMBER, INVALID_CARD_EXPIRY, INVALID_CVC, CARD_EXPIRED, IDEMPOTENCY_KEY_REUSED, BOOKINGS_OF_SEVERAL_SCHEDULES"),
+              (status = 422, body = crate::error::ErrorBody, description = "INVALID_CARD_NUMBER, INVALID_CARD_EXPIRY, INVALID_CVC, CARD_EXPIRED, IDEMPOTENCY_KEY_REUSED, BOOKINGS_OF_SEVERAL_SCHEDULES, SALE_CLOSED (the show has started)"),
               (status = 503, body = crate::error::ErrorBody, description = "PAYMENT_PENDING: retry with the same key")))]
 pub async fn pay(
     State(s): State<AppState>,

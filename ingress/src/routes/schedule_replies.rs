@@ -193,6 +193,11 @@ pub fn rejection(r: &Rejection) -> Answer {
             "NOT_REFUNDABLE",
             "these bookings are not paid by this payment, or are refunded already".into(),
         ),
+        Rejection::SaleClosed => e(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "SALE_CLOSED",
+            "the show has started; tickets for it are no longer sold".into(),
+        ),
     }
 }
 
@@ -316,10 +321,20 @@ mod tests {
                 "BOOKING_NOT_FOUND",
             ),
             (Rejection::NotOwner, StatusCode::FORBIDDEN, "NOT_OWNER"),
+            (
+                Rejection::SaleClosed,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "SALE_CLOSED",
+            ),
         ];
         for (r, status, c) in cases {
             assert_eq!(code(&hold(&Reply::Rejected(r))), (status, c));
         }
+        // A join after the show started is refused the same way.
+        assert_eq!(
+            code(&join(&Reply::Rejected(Rejection::SaleClosed), false)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "SALE_CLOSED")
+        );
     }
 
     #[test]

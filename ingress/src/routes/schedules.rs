@@ -105,7 +105,9 @@ fn schedule_not_found() -> ApiError {
 #[utoipa::path(post, path = "/api/v1/schedules/{schedule_id}/queue", tag = "waiting room",
     params(("schedule_id" = Uuid, Path), ("Idempotency-Key" = Option<Uuid>, Header)), security(("bearer" = [])),
     responses((status = 201, body = QueueView, description = "joined"), (status = 200, body = QueueView, description = "already in the queue"),
-              (status = 404, body = crate::error::ErrorBody), (status = 503, body = DecisionPending)))]
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody, description = "SALE_CLOSED (the show has started)"),
+              (status = 503, body = DecisionPending)))]
 pub async fn join_queue(
     State(s): State<AppState>,
     caller: Caller,
@@ -255,7 +257,7 @@ pub struct HoldRequest {
     responses((status = 201, body = HoldView), (status = 400, body = crate::error::ErrorBody, description = "INVALID_SEAT, DUPLICATE_SEAT, INVALID_HOLD"),
               (status = 403, body = crate::error::ErrorBody, description = "NOT_ADMITTED"),
               (status = 404, body = crate::error::ErrorBody), (status = 409, body = schedule_replies::SeatsTaken),
-              (status = 422, body = crate::error::ErrorBody, description = "SEAT_LIMIT"), (status = 503, body = DecisionPending)))]
+              (status = 422, body = crate::error::ErrorBody, description = "SEAT_LIMIT, SALE_CLOSED (the show has started)"), (status = 503, body = DecisionPending)))]
 pub async fn hold_seats(
     State(s): State<AppState>,
     caller: Caller,
