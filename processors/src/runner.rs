@@ -121,7 +121,7 @@ fn output_id(origin: &[u8], index: usize) -> EventId {
 
 fn outcome(reply: &Reply) -> &'static str {
     match reply {
-        Reply::Queue(_) => "queue",
+        Reply::Queue(_) | Reply::Joined(_) => "queue",
         Reply::Left => "left",
         Reply::Held { .. } => "held",
         Reply::Released => "released",

@@ -337,7 +337,7 @@ const QUEUE_STATES: [&str; 6] = [
     "NOT_IN_QUEUE",
 ];
 
-fn queue_status(q: &QueueStatus) -> Result<Value, CodecError> {
+fn queue_status(q: &QueueStatus, joined: bool) -> Result<Value, CodecError> {
     let opt_long = |field, n: Option<u64>| -> Result<Value, CodecError> {
         Ok(optional(n.map(|n| long(field, n)).transpose()?))
     };
@@ -364,6 +364,7 @@ fn queue_status(q: &QueueStatus) -> Result<Value, CodecError> {
             ("ahead", opt_long("ahead", ahead)?),
             ("eta_seconds", opt_long("eta_seconds", eta)?),
             ("admitted_until", optional(until.map(timestamp))),
+            ("joined", Value::Boolean(joined)),
         ],
     ))
 }
@@ -397,7 +398,8 @@ fn rejection(r: &Rejection) -> Value {
 
 fn reply(r: &Reply) -> Result<Value, CodecError> {
     Ok(match r {
-        Reply::Queue(q) => queue_status(q)?,
+        Reply::Queue(q) => queue_status(q, false)?,
+        Reply::Joined(q) => queue_status(q, true)?,
         Reply::Left => branch(1, vec![]),
         Reply::Held { booking_ids, until } => branch(
             2,
@@ -670,6 +672,16 @@ impl Fields {
             .find(|(n, _)| n == name)
             .map(|(_, v)| std::mem::replace(v, Value::Null))
             .ok_or_else(|| malformed(name, "missing"))
+    }
+
+    fn bool(&mut self, name: &str) -> Result<bool, CodecError> {
+        match self.take(name)? {
+            Value::Boolean(b) => Ok(b),
+            other => Err(malformed(
+                name,
+                format!("expected a boolean, got {other:?}"),
+            )),
+        }
     }
 
     fn string(&mut self, name: &str) -> Result<String, CodecError> {
@@ -1066,7 +1078,14 @@ fn rejection_of((index, value): (u32, Value)) -> Result<Rejection, CodecError> {
 fn reply_of((index, value): (u32, Value)) -> Result<Reply, CodecError> {
     let mut f = Fields::new(value)?;
     Ok(match index {
-        0 => Reply::Queue(queue_status_of(&mut f)?),
+        0 => {
+            let status = queue_status_of(&mut f)?;
+            if f.bool("joined")? {
+                Reply::Joined(status)
+            } else {
+                Reply::Queue(status)
+            }
+        }
         1 => Reply::Left,
         2 => Reply::Held {
             booking_ids: f

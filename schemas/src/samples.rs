@@ -190,6 +190,15 @@ pub fn schedule_events() -> Vec<Event> {
         Reply::Queue(QueueStatus::Left),
         Reply::Queue(QueueStatus::SoldOut),
         Reply::Queue(QueueStatus::NotInQueue),
+        Reply::Joined(QueueStatus::Waiting {
+            position: Some(8),
+            ahead: Some(7),
+            eta_seconds: Some(14),
+        }),
+        Reply::Joined(QueueStatus::Admitted {
+            position: 1,
+            until: at("2026-03-01T12:10:00Z"),
+        }),
         Reply::Left,
         Reply::Held {
             booking_ids: vec![id(40).into(), id(41).into()],

@@ -69,23 +69,13 @@ impl Api {
         token: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let (s, b, _) = self.command_retried(method, path, token, body).await;
+        let key = Uuid::new_v4().to_string();
+        let (s, b, _) = self.command_keyed(method, path, token, &key, body).await;
         (s, b)
     }
 
-    /// [`Self::command`], also telling whether a 503 made it retry.
-    pub async fn command_retried(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value, bool) {
-        self.command_keyed(method, path, token, &Uuid::new_v4().to_string(), body)
-            .await
-    }
-
-    /// [`Self::command_retried`] with the client's own `Idempotency-Key`.
+    /// [`Self::command`] with the client's own `Idempotency-Key`, also telling
+    /// whether a 503 made it retry.
     pub async fn command_keyed(
         &self,
         method: reqwest::Method,
@@ -721,19 +711,12 @@ pub async fn join(api: &Api, queue: &str, token: &str) -> (StatusCode, Value) {
         .await
 }
 
-/// A buyer's first join: 201. When the first attempt timed out (503) and the
-/// retry came after the read model saw the join, the ingress answers 200
-/// ("already in line"): the ingress decides 201/200 from the read model, not
-/// from the processor's memory of the command (a known limit, noted in
-/// issue 4's note).
+/// A buyer's first join: 201, also when its first attempt timed out (503) and
+/// the retry found the buyer in line (the processor remembers which command
+/// joined).
 pub async fn first_join(api: &Api, queue: &str, token: &str) -> Value {
-    let (s, body, retried) = api
-        .command_retried(reqwest::Method::POST, queue, token, Some(json!({})))
-        .await;
-    assert!(
-        s == StatusCode::CREATED || (retried && s == StatusCode::OK),
-        "{s} (retried: {retried}): {body}"
-    );
+    let (s, body) = join(api, queue, token).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
     body
 }
 
@@ -795,12 +778,8 @@ pub async fn waiting_room_scenario(api: &Api, max_active: u32, hold_ttl_secs: i6
         "{body}"
     );
     assert!(body["eta_seconds"].as_u64().unwrap() > 0, "{body}");
-    // Joining twice keeps the first position (200 once the read model saw it).
-    eventually("c's status in the read model", 10, || async {
-        let (s, body) = api.get(&me, Some(&c.access)).await;
-        (s == StatusCode::OK && body["status"] == "WAITING").then_some(())
-    })
-    .await;
+    // Joining twice keeps the first position: 200, at once (the processor,
+    // not the read model, knows the buyer is in line).
     let (s, body) = join(api, &queue, &c.access).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["position"].as_u64(), Some(c_position), "{body}");

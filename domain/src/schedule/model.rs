@@ -252,6 +252,10 @@ pub enum QueueStatus {
 /// The answer to the command's sender.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
+    /// This command put the buyer in line; their place now.
+    Joined(QueueStatus),
+    /// The buyer was in line already (or the answer to a command that did not
+    /// join): their place now.
     Queue(QueueStatus),
     Left,
     Held {

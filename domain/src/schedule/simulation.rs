@@ -374,6 +374,18 @@ fn run(ops: Vec<Op>, opens_in: Option<i64>, starts_in: Option<i64>, seed: u64) -
                             && matches!(f.kind, FactKind::SeatsHeld { .. })
                     });
                 let d = state.handle(&settings, &env);
+                if matches!(env.command, Command::Join { .. }) {
+                    let joined = facts.iter().any(|f| {
+                        f.command_id == env.command_id
+                            && matches!(f.kind, FactKind::QueueJoined { .. })
+                    });
+                    match d.reply {
+                        Reply::Joined(_) => assert!(joined, "claimed a join it did not make"),
+                        Reply::Queue(_) => assert!(!joined, "denied the join it made"),
+                        Reply::Rejected(Rejection::SaleClosed) => assert!(now >= closes),
+                        ref other => panic!("a join answered {other:?}"),
+                    }
+                }
                 // A redelivery may only let time act (expiries, admissions,
                 // opening), never repeat the command.
                 for f in &d.facts {
@@ -480,6 +492,18 @@ fn run(ops: Vec<Op>, opens_in: Option<i64>, starts_in: Option<i64>, seed: u64) -
             if d.reply == Reply::Rejected(Rejection::SaleClosed) {
                 refused_as_closed += 1;
             }
+        }
+        if matches!(env.command, Command::Join { .. }) && env.at < closes {
+            let joined = d
+                .facts
+                .iter()
+                .any(|f| matches!(f.kind, FactKind::QueueJoined { .. }));
+            assert_eq!(
+                matches!(d.reply, Reply::Joined(_)),
+                joined,
+                "a join tells whether it joined: {:?}",
+                d.reply
+            );
         }
         match (&env.command, &d.reply) {
             (Command::Hold { user, .. }, Reply::Held { booking_ids, .. }) => {

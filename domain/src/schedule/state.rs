@@ -115,14 +115,16 @@ enum Timer {
 }
 
 /// A bounded memory of command ids (oldest forgotten first), and which of
-/// them held seats. Stored as the ordered ids and the holding ones; the set is
-/// rebuilt from them.
+/// them held seats or put a buyer in line, so that a retried command is
+/// answered with what it did. Stored as the ordered ids and those two lists;
+/// the set is rebuilt from them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "RecentRepr", into = "RecentRepr")]
 struct RecentCommands {
     order: VecDeque<CommandId>,
     set: HashSet<CommandId>,
     held: HashSet<CommandId>,
+    joined: HashSet<CommandId>,
 }
 
 /// How recent commands are stored in a snapshot. The first layout (ids only)
@@ -133,28 +135,47 @@ enum RecentRepr {
     Full {
         order: VecDeque<CommandId>,
         held: Vec<CommandId>,
+        #[serde(default)]
+        joined: Vec<CommandId>,
     },
     IdsOnly(VecDeque<CommandId>),
 }
 
 impl From<RecentRepr> for RecentCommands {
     fn from(r: RecentRepr) -> Self {
-        let (order, held) = match r {
-            RecentRepr::Full { order, held } => (order, held.into_iter().collect()),
-            RecentRepr::IdsOnly(order) => (order, HashSet::new()),
+        let (order, held, joined) = match r {
+            RecentRepr::Full {
+                order,
+                held,
+                joined,
+            } => (
+                order,
+                held.into_iter().collect(),
+                joined.into_iter().collect(),
+            ),
+            RecentRepr::IdsOnly(order) => (order, HashSet::new(), HashSet::new()),
         };
         let set = order.iter().copied().collect();
-        Self { order, set, held }
+        Self {
+            order,
+            set,
+            held,
+            joined,
+        }
     }
 }
 
 impl From<RecentCommands> for RecentRepr {
     fn from(r: RecentCommands) -> Self {
-        let mut held: Vec<CommandId> = r.held.into_iter().collect();
-        held.sort();
+        let sorted = |ids: HashSet<CommandId>| {
+            let mut ids: Vec<CommandId> = ids.into_iter().collect();
+            ids.sort();
+            ids
+        };
         RecentRepr::Full {
             order: r.order,
-            held,
+            held: sorted(r.held),
+            joined: sorted(r.joined),
         }
     }
 }
@@ -167,6 +188,7 @@ impl RecentCommands {
                 if let Some(old) = self.order.pop_front() {
                     self.set.remove(&old);
                     self.held.remove(&old);
+                    self.joined.remove(&old);
                 }
             }
         }
@@ -181,6 +203,14 @@ impl RecentCommands {
     }
     fn held(&self, id: &CommandId) -> bool {
         self.held.contains(id)
+    }
+    fn mark_joined(&mut self, id: CommandId) {
+        if self.set.contains(&id) {
+            self.joined.insert(id);
+        }
+    }
+    fn joined(&self, id: &CommandId) -> bool {
+        self.joined.contains(id)
     }
 }
 
@@ -277,6 +307,11 @@ impl ScheduleState {
             // as it would be if it came now for the first time.
             (Command::Join { .. }, true) if self.sale_closed(now) => {
                 Reply::Rejected(Rejection::SaleClosed)
+            }
+            // A retried join says whether it was the one that put the buyer
+            // in line (201) or found them there (200).
+            (Command::Join { user }, true) if self.recent.joined(&env.command_id) => {
+                Reply::Joined(self.status_of(settings, *user, now))
             }
             (Command::Join { user }, true) => Reply::Queue(self.status_of(settings, *user, now)),
             (Command::Join { user }, false) => {
@@ -505,6 +540,7 @@ impl ScheduleState {
                 FactKind::QueueJoined { user, position },
             );
             self.admit(settings, command_id, now, facts);
+            return Reply::Joined(self.status_of(settings, user, now));
         }
         Reply::Queue(self.status_of(settings, user, now))
     }
@@ -888,6 +924,7 @@ impl ScheduleState {
         self.recent.insert(fact.command_id);
         match &fact.kind {
             FactKind::QueueJoined { user, position } => {
+                self.recent.mark_joined(fact.command_id);
                 let state = match position {
                     Some(p) => {
                         self.waiting.insert(*p, *user);

@@ -51,7 +51,7 @@ impl Harness {
 
     fn join(&mut self, at: i64, u: u128) -> QueueStatus {
         match self.send(at, 0, Command::Join { user: user(u) }).reply {
-            Reply::Queue(s) => s,
+            Reply::Joined(s) | Reply::Queue(s) => s,
             other => panic!("{other:?}"),
         }
     }
@@ -741,4 +741,49 @@ fn the_sale_ends_when_the_show_starts() {
     let snap: ScheduleState =
         serde_json::from_slice(&serde_json::to_vec(&h.state).unwrap()).unwrap();
     assert_eq!(snap.starts_at, Some(t(200)));
+}
+
+#[test]
+fn a_join_says_whether_it_put_the_buyer_in_line_also_when_retried() {
+    let mut h = Harness::new(None, 1);
+    let first = h.send(1, 0, Command::Join { user: user(1) });
+    assert!(matches!(
+        first.reply,
+        Reply::Joined(QueueStatus::Admitted { .. })
+    ));
+    // Another join by the same buyer finds them in line.
+    assert!(matches!(
+        h.send(2, 0, Command::Join { user: user(1) }).reply,
+        Reply::Queue(QueueStatus::Admitted { .. })
+    ));
+    // The first join retried (its answer lost): it is still the one that joined.
+    let retry = |h: &mut Harness, at, id: u128, u| {
+        let env = Envelope {
+            command_id: CommandId::from_uuid(Uuid::from_u128(id)),
+            at: t(at),
+            seed: 0,
+            command: Command::Join { user: user(u) },
+        };
+        h.state.handle(&h.settings, &env).reply
+    };
+    assert!(matches!(
+        retry(&mut h, 3, 1, 1),
+        Reply::Joined(QueueStatus::Admitted { .. })
+    ));
+    // The second join retried found the buyer in line.
+    assert!(matches!(
+        retry(&mut h, 3, 2, 1),
+        Reply::Queue(QueueStatus::Admitted { .. })
+    ));
+    // Before the sale opens too, and through a snapshot.
+    let mut h = Harness::new(Some(100), 1);
+    assert!(matches!(
+        h.send(1, 0, Command::Join { user: user(2) }).reply,
+        Reply::Joined(QueueStatus::Waiting { position: None, .. })
+    ));
+    h.state = serde_json::from_slice(&serde_json::to_vec(&h.state).unwrap()).unwrap();
+    assert!(matches!(
+        retry(&mut h, 2, 1, 2),
+        Reply::Joined(QueueStatus::Waiting { .. })
+    ));
 }

@@ -213,17 +213,12 @@ fn unexpected(what: &str, reply: &Reply) -> Answer {
     Answer::Error(ApiError::unavailable(format!("unexpected reply to {what}")))
 }
 
-/// `POST .../queue`: 201 for a first join, 200 when the buyer was already in line.
-pub fn join(reply: &Reply, was_in_queue: bool) -> Answer {
+/// `POST .../queue`: 201 when this command put the buyer in line (also when
+/// it is a retry of that command), 200 when the buyer was in line already.
+pub fn join(reply: &Reply) -> Answer {
     match reply {
-        Reply::Queue(s) => {
-            let status = if was_in_queue {
-                StatusCode::OK
-            } else {
-                StatusCode::CREATED
-            };
-            Answer::Queue(status, QueueView::from(s))
-        }
+        Reply::Joined(s) => Answer::Queue(StatusCode::CREATED, QueueView::from(s)),
+        Reply::Queue(s) => Answer::Queue(StatusCode::OK, QueueView::from(s)),
         Reply::UnknownSchedule => unknown_schedule(),
         Reply::Rejected(r) => rejection(r),
         other => unexpected("join", other),
@@ -332,7 +327,7 @@ mod tests {
         }
         // A join after the show started is refused the same way.
         assert_eq!(
-            code(&join(&Reply::Rejected(Rejection::SaleClosed), false)),
+            code(&join(&Reply::Rejected(Rejection::SaleClosed))),
             (StatusCode::UNPROCESSABLE_ENTITY, "SALE_CLOSED")
         );
     }
@@ -357,10 +352,7 @@ mod tests {
     #[test]
     fn queue_statuses_render_the_contract_fields() {
         let until: DateTime<Utc> = "2030-01-01T00:10:00Z".parse().unwrap();
-        let a = join(
-            &Reply::Queue(QueueStatus::Admitted { position: 7, until }),
-            false,
-        );
+        let a = join(&Reply::Joined(QueueStatus::Admitted { position: 7, until }));
         let Answer::Queue(status, view) = a else {
             panic!()
         };
@@ -369,14 +361,11 @@ mod tests {
             (view.status, view.position, view.admitted_until),
             ("ADMITTED", Some(7), Some(until))
         );
-        let a = join(
-            &Reply::Queue(QueueStatus::Waiting {
-                position: Some(9),
-                ahead: Some(2),
-                eta_seconds: Some(4),
-            }),
-            true,
-        );
+        let a = join(&Reply::Queue(QueueStatus::Waiting {
+            position: Some(9),
+            ahead: Some(2),
+            eta_seconds: Some(4),
+        }));
         let Answer::Queue(status, view) = a else {
             panic!()
         };
@@ -394,7 +383,7 @@ mod tests {
         assert_eq!(json["status"], "WAITING");
         assert!(json["position"].is_null(), "drawn at the opening");
         assert_eq!(
-            code(&join(&Reply::UnknownSchedule, false)),
+            code(&join(&Reply::UnknownSchedule)),
             (StatusCode::NOT_FOUND, "SCHEDULE_NOT_FOUND")
         );
     }

@@ -29,7 +29,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 use ticketing_domain::booking::BookingStatus;
 use ticketing_domain::ids::{BookingId, CommandId, ScheduleId, UserId};
-use ticketing_domain::schedule::{Command, QueueStatus, SeatRef};
+use ticketing_domain::schedule::{Command, SeatRef};
 use ticketing_storage::BookingView;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -116,14 +116,6 @@ pub async fn join_queue(
 ) -> Result<Response, Response> {
     let ids = command_id(&headers, &caller).map_err(IntoResponse::into_response)?;
     let schedule_id = ScheduleId::from_uuid(schedule_id);
-    // The read model may lag by a moment; at worst a second join right after
-    // the first is answered 201 instead of 200, with the same position.
-    let was_in_queue = s
-        .schedule_reads
-        .queue_status(schedule_id, caller.user_id, Utc::now())
-        .await
-        .map_err(|e| ApiError::from(e).into_response())?
-        .is_some_and(|st| st != QueueStatus::NotInQueue);
     let reply = decide(
         &s,
         schedule_id,
@@ -133,7 +125,7 @@ pub async fn join_queue(
         },
     )
     .await?;
-    Ok(schedule_replies::join(&reply, was_in_queue).into_response())
+    Ok(schedule_replies::join(&reply).into_response())
 }
 
 async fn status_of(s: &AppState, schedule: ScheduleId, user: UserId) -> ApiResult<QueueView> {
