@@ -6,6 +6,9 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// Every series name starts with it.
+const PREFIX: &str = "ticketing";
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -24,6 +27,8 @@ pub struct Metrics {
     /// Request logs not sent to the log, by why (`full`: the ingress was
     /// answering faster than the log took them; `failed`: the log refused).
     pub request_logs_dropped: IntCounterVec,
+    /// The full name of every series family above, as Prometheus shows it.
+    names: std::sync::Arc<[String]>,
 }
 
 impl Metrics {
@@ -31,7 +36,7 @@ impl Metrics {
     /// constant label so dashboards can tell the binaries apart.
     pub fn new(component: &str) -> Self {
         let registry = Registry::new_custom(
-            Some("ticketing".into()),
+            Some(PREFIX.into()),
             Some([("component".to_string(), component.to_string())].into()),
         )
         .expect("static registry options are valid");
@@ -118,7 +123,7 @@ impl Metrics {
             &["why"],
         )
         .expect("valid metric");
-        for c in [
+        let names: Vec<String> = [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_latency.clone()),
             Box::new(events_produced.clone()),
@@ -129,9 +134,19 @@ impl Metrics {
             Box::new(transaction_latency.clone()),
             Box::new(partitions_owned.clone()),
             Box::new(request_logs_dropped.clone()),
-        ] {
+        ]
+        .into_iter()
+        .map(|c| {
+            let names: Vec<String> = c
+                .desc()
+                .iter()
+                .map(|d| format!("{PREFIX}_{}", d.fq_name))
+                .collect();
             registry.register(c).expect("metric names are unique");
-        }
+            names
+        })
+        .collect::<Vec<_>>()
+        .concat();
         Self {
             registry,
             http_requests,
@@ -144,7 +159,14 @@ impl Metrics {
             transaction_latency,
             partitions_owned,
             request_logs_dropped,
+            names: names.into(),
         }
+    }
+
+    /// The family names this process exports (`ticketing_http_requests_total`,
+    /// ...), labelled or not yet.
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     pub fn registry(&self) -> &Registry {
@@ -179,5 +201,48 @@ mod tests {
             r#"ticketing_http_requests_total{method="POST",route="/api/v1/users",status="201",component="test"} 1"#
         ));
         assert!(text.contains("ticketing_consumer_lag{"));
+    }
+
+    /// The `ticketing_*` families an ops file's queries name (histogram
+    /// series read as their family).
+    fn queried(text: &str) -> std::collections::BTreeSet<String> {
+        let mut found = std::collections::BTreeSet::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("ticketing_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = &tail[..end];
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            found.insert(family.to_string());
+            rest = &tail[end..];
+        }
+        found
+    }
+
+    /// A renamed metric would leave a panel or an alert silently empty; a new
+    /// one without a panel would go unwatched.
+    #[test]
+    fn the_dashboard_and_the_alerts_name_only_metrics_that_exist_and_show_them_all() {
+        let exported: std::collections::BTreeSet<String> =
+            Metrics::new("test").names().iter().cloned().collect();
+        assert_eq!(exported.len(), 10, "{exported:?}");
+        let dashboard = queried(include_str!(
+            "../../monitoring/grafana/dashboards/ticketing-overview.json"
+        ));
+        let alerts = queried(include_str!("../../monitoring/prometheus/alerts.yml"));
+        for name in dashboard.iter().chain(&alerts) {
+            assert!(
+                exported.contains(name),
+                "{name} is queried but not exported"
+            );
+        }
+        for name in &exported {
+            assert!(dashboard.contains(name), "{name} has no panel");
+        }
     }
 }
