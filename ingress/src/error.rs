@@ -3,7 +3,7 @@
 //! Every error body is `{"code": "STABLE_CODE", "message": "..."}`. Codes are a
 //! contract with client apps: add new ones, never rename.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -73,8 +73,21 @@ impl IntoResponse for ApiError {
             code: self.code.to_string(),
             message: self.message,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            retry_soon(&mut response);
+        }
+        response
     }
+}
+
+/// Every 503 tells the client when to try again: what it waits for (a
+/// processor's answer, a provider's, a store coming back) is a matter of
+/// seconds.
+pub fn retry_soon(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
 }
 
 /// Well-formed JSON whose values break a rule: 422, with the rule's code.
@@ -97,3 +110,17 @@ impl From<StoreError> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_503_says_when_to_retry_and_nothing_else_does() {
+        let r = ApiError::unavailable("store down").into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        let r = ApiError::conflict("X", "y").into_response();
+        assert!(r.headers().get(header::RETRY_AFTER).is_none());
+    }
+}

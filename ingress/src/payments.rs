@@ -415,11 +415,23 @@ impl PaymentService {
         req: CancelRequest,
         now: DateTime<Utc>,
     ) -> Result<(PaymentRecord, bool), CancelError> {
-        let mut record = self
+        let record = self
             .store
             .payment(req.payment_id)
             .await?
             .ok_or(CancelError::NotFound)?;
+        self.cancel_known(req, record, now).await
+    }
+
+    /// [`Self::cancel`] for a caller that has just read the payment's record,
+    /// so it is not read twice. A stale `record` costs one compare-and-set
+    /// round, never a wrong refund.
+    pub async fn cancel_known(
+        &self,
+        req: CancelRequest,
+        mut record: PaymentRecord,
+        now: DateTime<Utc>,
+    ) -> Result<(PaymentRecord, bool), CancelError> {
         for _ in 0..CAS_ROUNDS {
             if record.refund(req.refund_id).is_some() {
                 let done = self.finish_refund(record, req.refund_id, now).await?;

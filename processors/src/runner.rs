@@ -10,7 +10,6 @@
 //! decided again. Duplicate commands are recognised by the state itself.
 
 use crate::partition::{Change, Input, Output, PartitionWorker};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -18,7 +17,7 @@ use ticketing_domain::events::{
     Event, EventMeta, ScheduleCommandAnswered, ScheduleFactRecorded, ScheduleSnapshotted,
     SnapshotsCheckpointed,
 };
-use ticketing_domain::ids::{CommandId, EventId};
+use ticketing_domain::ids::{derived_uuid, CommandId, EventId};
 use ticketing_domain::schedule::{Command, Envelope, Reply, Settings};
 use ticketing_runtime::shutdown::Shutdown;
 use ticketing_runtime::Metrics;
@@ -26,7 +25,6 @@ use ticketing_schemas::{topics, CodecError, EventCodec};
 use ticketing_transport::{
     OutRecord, Record, StreamEvent, TopicPartition, TransactionalStream, TransportError,
 };
-use uuid::Uuid;
 
 #[derive(Clone, Debug)]
 pub struct ProcessorConfig {
@@ -111,12 +109,7 @@ const LAG_EVERY: Duration = Duration::from_secs(5);
 /// A deterministic id for the `index`-th output of an input: a decision that is
 /// redone after an aborted transaction produces the same event ids.
 fn output_id(origin: &[u8], index: usize) -> EventId {
-    let mut h = Sha256::new();
-    h.update(origin);
-    h.update((index as u64).to_be_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&h.finalize()[..16]);
-    EventId::from_uuid(Uuid::new_v8(bytes))
+    EventId::from_uuid(derived_uuid(&[origin, &(index as u64).to_be_bytes()]))
 }
 
 fn outcome(reply: &Reply) -> &'static str {

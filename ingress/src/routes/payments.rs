@@ -15,7 +15,7 @@ use crate::payments::{CancelError, CancelRequest, PayError, PayRequest};
 use crate::routes::schedule_replies;
 use crate::AppState;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -166,13 +166,6 @@ fn is_manager(caller: &Caller) -> bool {
     caller.role == Role::Manager
 }
 
-fn retry_later(code: &'static str, message: &str) -> Response {
-    let mut r = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message).into_response();
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    r
-}
-
 fn booking_list(ids: &[Uuid]) -> ApiResult<Vec<BookingId>> {
     let unique: BTreeSet<_> = ids.iter().collect();
     if ids.is_empty() || ids.len() > MAX_BOOKINGS_PER_PAYMENT || unique.len() != ids.len() {
@@ -294,10 +287,12 @@ pub async fn pay(
             "the payment took longer than its window; the charge was refunded and the seats were not sold",
         )
         .into_response()),
-        Err(PayError::Pending(_)) => Err(retry_later(
+        Err(PayError::Pending(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
             "PAYMENT_PENDING",
             "the payment's outcome is not known yet; retry with the same Idempotency-Key",
-        )),
+        )
+        .into_response()),
         Err(PayError::Unavailable(why)) => Err(ApiError::unavailable(why).into_response()),
     }
 }
@@ -432,7 +427,7 @@ pub async fn cancel_payment(
         booking_ids,
         reason: reason.to_string(),
     };
-    match s.payments.cancel(request, now).await {
+    match s.payments.cancel_known(request, record, now).await {
         Ok((record, _)) => Ok(Json(CancelView {
             payment_id: record.payment_id.as_uuid(),
             status: record.ledger.status.as_str(),
@@ -448,10 +443,12 @@ pub async fn cancel_payment(
             "these bookings' seats are not sold by this payment",
         )
         .into_response()),
-        Err(CancelError::Pending(_)) => Err(retry_later(
+        Err(CancelError::Pending(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
             "REFUND_PENDING",
             "the refund is under way; retry with the same Idempotency-Key to see it finished",
-        )),
+        )
+        .into_response()),
         Err(CancelError::Unavailable(why)) => Err(ApiError::unavailable(why).into_response()),
     }
 }

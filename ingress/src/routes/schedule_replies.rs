@@ -3,7 +3,7 @@
 //! branch is tested without a processor.
 
 use crate::error::ApiError;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -116,9 +116,7 @@ pub struct DecisionPending {
 impl IntoResponse for DecisionPending {
     fn into_response(self) -> Response {
         let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(self)).into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        crate::error::retry_soon(&mut response);
         response
     }
 }
