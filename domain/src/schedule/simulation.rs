@@ -54,6 +54,7 @@ struct Auditor {
     /// Payments in progress: their buyer, seats and window.
     paying: BTreeMap<PaymentId, (UserId, Vec<SeatRef>, DateTime<Utc>)>,
     sold: BTreeMap<SeatRef, (BookingId, UserId, PaymentId)>,
+    refunded: BTreeMap<BookingId, PaymentId>,
     per_user: BTreeMap<UserId, u32>,
     admitted: BTreeMap<UserId, DateTime<Utc>>,
     last_position: u64,
@@ -71,6 +72,7 @@ impl Auditor {
             owner: BTreeMap::new(),
             paying: BTreeMap::new(),
             sold: BTreeMap::new(),
+            refunded: BTreeMap::new(),
             per_user: BTreeMap::new(),
             admitted: BTreeMap::new(),
             last_position: 0,
@@ -237,6 +239,7 @@ impl Auditor {
                         (booking, owner, payment),
                         (s.booking_id, *user, *payment_id)
                     );
+                    self.refunded.insert(booking, payment);
                 }
                 *self.per_user.get_mut(user).unwrap() -= seats.len() as u32;
             }
@@ -310,6 +313,8 @@ fn replay(created: &ScheduleCreated, facts: &[Fact]) -> ScheduleState {
 struct Outcome {
     facts: Vec<Fact>,
     refused_as_closed: usize,
+    /// Refunds asked again under a new command id, answered from the state.
+    repeated_refunds: usize,
 }
 
 fn run(ops: Vec<Op>, opens_in: Option<i64>, starts_in: Option<i64>, seed: u64) -> Outcome {
@@ -328,6 +333,7 @@ fn run(ops: Vec<Op>, opens_in: Option<i64>, starts_in: Option<i64>, seed: u64) -
         .starts_at
         .expect("a new state knows when its show starts");
     let mut refused_as_closed = 0;
+    let mut repeated_refunds = 0;
     let mut state = ScheduleState::new(&created);
     let mut auditor = Auditor::new(settings, closes);
     let mut facts: Vec<Fact> = Vec::new();
@@ -516,6 +522,25 @@ fn run(ops: Vec<Op>, opens_in: Option<i64>, starts_in: Option<i64>, seed: u64) -
             (Command::CompletePayment { payment_id }, Reply::Sold { booking_ids }) => {
                 bought.push((*payment_id, booking_ids.clone()));
             }
+            (
+                Command::Refund {
+                    payment_id,
+                    booking_ids,
+                },
+                Reply::Refunded { .. },
+            ) if !d
+                .facts
+                .iter()
+                .any(|f| matches!(f.kind, FactKind::SeatsRefunded { .. })) =>
+            {
+                assert!(
+                    booking_ids
+                        .iter()
+                        .all(|b| auditor.refunded.get(b) == Some(payment_id)),
+                    "answered refunded without refunding"
+                );
+                repeated_refunds += 1;
+            }
             (Command::Refund { .. }, Reply::Refunded { .. }) => {}
             (Command::Refund { .. }, Reply::Rejected(r)) => {
                 assert_eq!(r, &Rejection::NotRefundable);
@@ -554,6 +579,7 @@ fn run(ops: Vec<Op>, opens_in: Option<i64>, starts_in: Option<i64>, seed: u64) -
     Outcome {
         facts,
         refused_as_closed,
+        repeated_refunds,
     }
 }
 
@@ -569,6 +595,7 @@ fn the_workload_reaches_every_kind_of_fact() {
     );
     let mut kinds = std::collections::BTreeSet::new();
     let mut refused_as_closed = 0;
+    let mut repeated_refunds = 0;
     for case in 0..40u64 {
         let ops = prop::collection::vec(op(), 150..200)
             .new_tree(&mut runner)
@@ -578,6 +605,7 @@ fn the_workload_reaches_every_kind_of_fact() {
         let starts_in = (case % 4 == 1).then_some(300);
         let outcome = run(ops, opens_in, starts_in, case);
         refused_as_closed += outcome.refused_as_closed;
+        repeated_refunds += outcome.repeated_refunds;
         for f in outcome.facts {
             kinds.insert(match f.kind {
                 FactKind::QueueJoined { position: None, .. } => "pre-queue join",
@@ -615,6 +643,7 @@ fn the_workload_reaches_every_kind_of_fact() {
         refused_as_closed > 0,
         "no command came after a show's start"
     );
+    assert!(repeated_refunds > 0, "no refund was asked twice");
 }
 
 proptest! {

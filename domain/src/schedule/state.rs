@@ -245,6 +245,11 @@ pub struct ScheduleState {
     payments: BTreeMap<PaymentId, Payment>,
     #[serde(default)]
     sold: BTreeMap<BookingId, SoldBooking>,
+    /// Bookings given back, and the payment that bought them: a refund's seat
+    /// step asked again is answered from here, however long ago it was
+    /// decided (the memory of command ids is bounded; refunds are money).
+    #[serde(default)]
+    refunded: BTreeMap<BookingId, PaymentId>,
 }
 
 impl ScheduleState {
@@ -280,6 +285,7 @@ impl ScheduleState {
             recent: RecentCommands::default(),
             payments: BTreeMap::new(),
             sold: BTreeMap::new(),
+            refunded: BTreeMap::new(),
         }
     }
 
@@ -885,6 +891,16 @@ impl ScheduleState {
         {
             return Reply::Rejected(Rejection::NotRefundable);
         }
+        if booking_ids
+            .iter()
+            .all(|b| self.refunded.get(b) == Some(&payment_id))
+        {
+            // Done before: the same answer, nothing changes.
+            return Reply::Refunded {
+                booking_ids: booking_ids.to_vec(),
+                amount: self.price * booking_ids.len() as i64,
+            };
+        }
         let mut seats = Vec::with_capacity(booking_ids.len());
         let mut user = None;
         for id in booking_ids {
@@ -1060,9 +1076,14 @@ impl ScheduleState {
             FactKind::PaymentAborted { payment_id, .. } => {
                 self.end_payment(*payment_id);
             }
-            FactKind::SeatsRefunded { user, seats, .. } => {
+            FactKind::SeatsRefunded {
+                user,
+                payment_id,
+                seats,
+            } => {
                 for s in seats {
                     self.sold.remove(&s.booking_id);
+                    self.refunded.insert(s.booking_id, *payment_id);
                     let i = self.index(s.seat);
                     self.seats[i] = Seat::Available;
                 }
@@ -1287,6 +1308,12 @@ impl ScheduleState {
             }
         }
         assert_eq!(held, self.bookings.len(), "one booking per held seat");
+        for id in self.refunded.keys() {
+            assert!(
+                !self.sold.contains_key(id) && !self.bookings.contains_key(id),
+                "a refunded booking is never held or sold again"
+            );
+        }
         assert_eq!(sold, self.sold.len(), "one sold booking per sold seat");
         for (id, p) in &self.payments {
             for b in &p.bookings {

@@ -593,17 +593,38 @@ fn a_sale_sells_out_and_a_refund_puts_seats_back() {
     );
     assert!(!h.state.is_sold_out());
     assert!(matches!(h.status(5, 2), QueueStatus::Admitted { .. }));
-    let twice = h
-        .send(
-            6,
-            0,
-            Command::Refund {
-                payment_id: payment(1),
-                booking_ids: ids,
-            },
-        )
-        .reply;
-    assert_eq!(twice, Reply::Rejected(Rejection::NotRefundable));
+    // Asked again under a new command id (as after the processor forgot the
+    // first): the same answer, and nothing changes.
+    let twice = h.send(
+        6,
+        0,
+        Command::Refund {
+            payment_id: payment(1),
+            booking_ids: ids.clone(),
+        },
+    );
+    assert_eq!(
+        twice.reply,
+        Reply::Refunded {
+            booking_ids: ids.clone(),
+            amount: 1000
+        }
+    );
+    assert!(
+        twice.facts.iter().all(|f| f.kind == FactKind::Unchanged),
+        "{:?}",
+        twice.facts
+    );
+    // Another payment never bought them.
+    let other = h.send(
+        6,
+        0,
+        Command::Refund {
+            payment_id: payment(2),
+            booking_ids: ids,
+        },
+    );
+    assert_eq!(other.reply, Reply::Rejected(Rejection::NotRefundable));
     // The seat is on sale again: buyer 2, admitted, can hold it.
     assert!(matches!(h.hold(7, 2, &[(1, 1)]), Reply::Held { .. }));
 }
