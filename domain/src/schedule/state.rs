@@ -598,9 +598,21 @@ impl ScheduleState {
                 return reject(Rejection::DuplicateSeat { seat });
             }
         }
-        if booking_ids.iter().collect::<BTreeSet<_>>().len() != booking_ids.len()
-            || booking_ids.iter().any(|b| self.bookings.contains_key(b))
-        {
+        if booking_ids.iter().collect::<BTreeSet<_>>().len() != booking_ids.len() {
+            return reject(Rejection::EmptyHold);
+        }
+        // Booking ids come from the command id: bookings that exist already
+        // were made by this very command, retried after the memory of command
+        // ids let it go. It is answered from what it made, never made twice.
+        let known = |b: &BookingId| {
+            self.bookings.contains_key(b)
+                || self.sold.contains_key(b)
+                || self.refunded.contains_key(b)
+        };
+        if booking_ids.iter().all(known) {
+            return self.replay_hold(user, booking_ids);
+        }
+        if booking_ids.iter().any(known) {
             return reject(Rejection::EmptyHold);
         }
         if self.sale_closed(now) {

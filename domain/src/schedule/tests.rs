@@ -808,3 +808,64 @@ fn a_join_says_whether_it_put_the_buyer_in_line_also_when_retried() {
         Reply::Joined(QueueStatus::Waiting { .. })
     ));
 }
+
+/// Booking ids come from the hold's command id, so a hold whose bookings
+/// exist already is that hold retried after its command id was forgotten:
+/// it is answered from what it made and never makes them again, even once
+/// they are sold or refunded.
+#[test]
+fn a_hold_retried_after_its_command_id_is_forgotten_is_answered_from_its_bookings() {
+    let (mut h, ids) = two_seats_held();
+    let seats = vec![SeatRef { row: 1, col: 1 }, SeatRef { row: 1, col: 2 }];
+    let again = |h: &mut Harness, at, booking_ids: Vec<BookingId>| {
+        h.send(
+            at,
+            0,
+            Command::Hold {
+                user: user(1),
+                seats: seats.clone(),
+                booking_ids,
+            },
+        )
+    };
+    let d = again(&mut h, 2, ids.clone());
+    assert!(
+        matches!(&d.reply, Reply::Held { booking_ids, .. } if *booking_ids == ids),
+        "{:?}",
+        d.reply
+    );
+    assert!(d.facts.iter().all(|f| f.kind == FactKind::Unchanged));
+    // Some known, some new: not one hold's bookings.
+    let mixed = vec![ids[0], BookingId::from_uuid(Uuid::from_u128(31_337))];
+    assert_eq!(
+        again(&mut h, 2, mixed).reply,
+        Reply::Rejected(Rejection::EmptyHold)
+    );
+    // Sold: not held again (the state's checks run after every command).
+    assert!(matches!(
+        pay(&mut h, 3, 1, 1, &ids),
+        Reply::PaymentStarted { .. }
+    ));
+    h.send(
+        4,
+        0,
+        Command::CompletePayment {
+            payment_id: payment(1),
+        },
+    );
+    let d = again(&mut h, 5, ids.clone());
+    assert_eq!(d.reply, Reply::Rejected(Rejection::BookingNotFound));
+    assert!(d.facts.iter().all(|f| f.kind == FactKind::Unchanged));
+    // Refunded: not held again either.
+    h.send(
+        6,
+        0,
+        Command::Refund {
+            payment_id: payment(1),
+            booking_ids: ids.clone(),
+        },
+    );
+    let d = again(&mut h, 7, ids);
+    assert_eq!(d.reply, Reply::Rejected(Rejection::BookingNotFound));
+    assert!(d.facts.iter().all(|f| f.kind == FactKind::Unchanged));
+}
