@@ -362,6 +362,16 @@ fn pay(h: &mut Harness, at: i64, u: u128, p: u128, ids: &[BookingId]) -> Reply {
     .reply
 }
 
+fn complete(h: &mut Harness, at: i64, p: u128) -> Decision {
+    h.send(
+        at,
+        0,
+        Command::CompletePayment {
+            payment_id: payment(p),
+        },
+    )
+}
+
 #[test]
 fn a_paid_hold_is_sold_frees_the_slot_and_never_expires() {
     let (mut h, ids) = two_seats_held();
@@ -396,13 +406,7 @@ fn a_paid_hold_is_sold_frees_the_slot_and_never_expires() {
         )
         .reply;
     assert_eq!(release, Reply::Rejected(Rejection::BookingNotPending));
-    let d = h.send(
-        100,
-        0,
-        Command::CompletePayment {
-            payment_id: payment(1),
-        },
-    );
+    let d = complete(&mut h, 100, 1);
     assert_eq!(
         d.reply,
         Reply::Sold {
@@ -428,15 +432,7 @@ fn a_paid_hold_is_sold_frees_the_slot_and_never_expires() {
         Some(crate::catalog::SeatStatus::Sold)
     );
     // A retried completion is answered the same, and an abort cannot undo it.
-    let again = h
-        .send(
-            10_001,
-            0,
-            Command::CompletePayment {
-                payment_id: payment(1),
-            },
-        )
-        .reply;
+    let again = complete(&mut h, 10_001, 1).reply;
     assert_eq!(
         again,
         Reply::Sold {
@@ -501,15 +497,7 @@ fn an_aborted_or_timed_out_payment_gives_the_hold_back_to_its_clock() {
         "{kinds:?}"
     );
     // A charge that completes now is too late: the caller must refund it.
-    let late = h
-        .send(
-            401,
-            0,
-            Command::CompletePayment {
-                payment_id: payment(2),
-            },
-        )
-        .reply;
+    let late = complete(&mut h, 401, 2).reply;
     assert_eq!(late, Reply::Rejected(Rejection::PaymentNotInProgress));
     assert_eq!(
         h.state.seat_status(SeatRef { row: 1, col: 1 }),
@@ -539,13 +527,7 @@ fn a_sale_sells_out_and_a_refund_puts_seats_back() {
         pay(&mut h, 2, 1, 1, &ids),
         Reply::PaymentStarted { .. }
     ));
-    h.send(
-        3,
-        0,
-        Command::CompletePayment {
-            payment_id: payment(1),
-        },
-    );
+    complete(&mut h, 3, 1);
     assert!(h.state.is_sold_out());
     assert_eq!(
         h.status(3, 2),
@@ -718,13 +700,7 @@ fn the_sale_ends_when_the_show_starts() {
         pay(&mut h, 201, 1, 1, &ids[..1]),
         Reply::PaymentStarted { .. }
     ));
-    let d = h.send(
-        201,
-        0,
-        Command::CompletePayment {
-            payment_id: payment(1),
-        },
-    );
+    let d = complete(&mut h, 201, 1);
     assert_eq!(
         d.reply,
         Reply::Sold {
@@ -846,13 +822,7 @@ fn a_hold_retried_after_its_command_id_is_forgotten_is_answered_from_its_booking
         pay(&mut h, 3, 1, 1, &ids),
         Reply::PaymentStarted { .. }
     ));
-    h.send(
-        4,
-        0,
-        Command::CompletePayment {
-            payment_id: payment(1),
-        },
-    );
+    complete(&mut h, 4, 1);
     let d = again(&mut h, 5, ids.clone());
     assert_eq!(d.reply, Reply::Rejected(Rejection::BookingNotFound));
     assert!(d.facts.iter().all(|f| f.kind == FactKind::Unchanged));
