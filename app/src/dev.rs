@@ -16,7 +16,7 @@ use ticketing_ingress::router;
 use ticketing_payments::sandbox::SandboxProvider;
 use ticketing_processors::{ProcessorConfig, ScheduleProcessor};
 use ticketing_runtime::shutdown::Shutdown;
-use ticketing_runtime::{Metrics, Readiness};
+use ticketing_runtime::{Health, Metrics};
 use ticketing_schemas::{topics, EmbeddedSchemaRegistry, EventCodec};
 use ticketing_sinks::bookings::BookingSink;
 use ticketing_sinks::catalog::CatalogSink;
@@ -65,7 +65,7 @@ pub async fn run(
         EmbeddedLog::open(&dir.join("log"), &topic_specs).context("opening the embedded log")?;
 
     let metrics = Metrics::new("dev");
-    let readiness = Readiness::default();
+    let readiness = Health::default();
     let core = settings.http.schedules.core()?;
     let reads = ScheduleViews::new(core);
     let replies = Arc::new(PendingReplies::default());
@@ -189,10 +189,10 @@ pub async fn run(
         shutdown.clone(),
     );
 
-    readiness.set(true);
+    readiness.set_ready(true);
     tracing::info!(data_dir = %dir.display(), "ticketing dev is up");
     let served = serve(listener, router(state), shutdown).await;
-    readiness.set(false);
+    readiness.set_ready(false);
     sweeper.await.context("payment sweeper task")?;
     request_log_task.await.context("request log task")?;
     feed.await.context("admin live feed task")?;

@@ -7,6 +7,7 @@
 
 pub mod dev;
 pub mod pg_sandbox;
+mod probes;
 pub mod secrets;
 pub mod settings;
 pub mod stack;
@@ -29,7 +30,7 @@ use ticketing_ingress::security::tokens::TokenService;
 use ticketing_ingress::{bootstrap, AppState};
 use ticketing_payments::PaymentProvider;
 use ticketing_runtime::shutdown::Shutdown;
-use ticketing_runtime::{Metrics, Readiness};
+use ticketing_runtime::{Health, Metrics};
 use ticketing_schemas::EventCodec;
 use ticketing_storage::{
     AccountStore, CatalogStore, PaymentStore, PaymentViews, RequestLogs, ScheduleReadModel,
@@ -70,7 +71,7 @@ pub(crate) async fn ingress_state(
     secrets: IngressSecrets<'_>,
     backends: Backends,
     metrics: Metrics,
-    readiness: Readiness,
+    readiness: Health,
     shutdown: &Shutdown,
 ) -> anyhow::Result<(AppState, tokio::task::JoinHandle<()>)> {
     let tokens = TokenService::new(

@@ -163,6 +163,11 @@ pub struct StackSettings {
         default_value = "127.0.0.1:9092"
     )]
     pub kafka_brokers: String,
+    /// librdkafka's debug contexts for every Kafka client of this process
+    /// (e.g. `cgrp,eos,consumer`); logged at debug level, so also set
+    /// `RUST_LOG=librdkafka=debug`. Unset in normal operation.
+    #[arg(long, env = "TICKETING_KAFKA_DEBUG")]
+    pub kafka_debug: Option<String>,
     /// Comma-separated CQL contact points.
     #[arg(
         long,
@@ -193,6 +198,17 @@ pub struct StackSettings {
         default_value_t = 7
     )]
     pub request_log_retention_days: u32,
+    /// Liveness (`/healthz`) fails once a Kafka consumer of this process has
+    /// not polled, committed a transaction or read a restore for this long:
+    /// the process is wedged and an orchestrator should restart it. A broker
+    /// outage is not a stall (the consumer keeps polling).
+    #[arg(long, env = "TICKETING_STALL_AFTER_SECS", default_value_t = 120)]
+    pub stall_after_secs: u64,
+    /// Readiness (`/readyz`) of a processor or sink fails once one of its
+    /// consumers has been outside its group this long (a rebalance takes a
+    /// member out for a moment).
+    #[arg(long, env = "TICKETING_OUTSIDE_GROUP_AFTER_SECS", default_value_t = 30)]
+    pub outside_group_after_secs: u64,
 }
 
 #[derive(Args, Debug, Clone)]

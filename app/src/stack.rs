@@ -1,6 +1,7 @@
 //! The real stack: each role in its own process, over Kafka, CQL, Redis and the
 //! schema registry.
 
+use crate::probes::{self, Membership};
 use crate::settings::{IngressSettings, ProcessorSettings, SinkSettings, StackSettings};
 use crate::{
     ingress_state, serve, spawn_live_feed, spawn_payment_sweeper, Backends, IngressSecrets,
@@ -14,7 +15,7 @@ use ticketing_ingress::router;
 use ticketing_payments::http::PgClient;
 use ticketing_processors::{ProcessorConfig, ScheduleProcessor};
 use ticketing_runtime::shutdown::Shutdown;
-use ticketing_runtime::{ops_router, Metrics, Readiness};
+use ticketing_runtime::{ops_router, Health, Metrics};
 use ticketing_schemas::{topics, EventCodec, HttpSchemaRegistry};
 use ticketing_sinks::bookings::BookingSink;
 use ticketing_sinks::catalog::CatalogSink;
@@ -34,6 +35,7 @@ fn kafka(stack: &StackSettings, client_id: &str) -> KafkaConfig {
     KafkaConfig {
         brokers: stack.kafka_brokers.clone(),
         client_id: client_id.to_string(),
+        debug: stack.kafka_debug.clone(),
     }
 }
 
@@ -114,7 +116,7 @@ pub async fn run_ingress(
         KafkaProducer::new(&kafka(stack, "ticketing-ingress")).context("Kafka producer")?;
 
     let metrics = Metrics::new("ingress");
-    let readiness = Readiness::default();
+    let readiness = Health::default();
     // This instance's reply address: answers to its commands come back keyed
     // by it.
     let reply_to = format!("ingress-{}", uuid::Uuid::now_v7());
@@ -129,6 +131,15 @@ pub async fn run_ingress(
     )
     .context("Kafka replies consumer")?;
     let answers_assigned = answers.assigned();
+    probes::watch(
+        &readiness,
+        &metrics,
+        stack,
+        "ingress-replies",
+        answers.health(),
+        Membership::Reported,
+        &shutdown,
+    );
     let listener_task = tokio::spawn(listen_for_replies(
         Box::new(answers),
         codec.clone(),
@@ -194,6 +205,15 @@ pub async fn run_ingress(
     )
     .context("Kafka consumer (admin live streams)")?;
     let live_assigned = live.assigned();
+    probes::watch(
+        &readiness,
+        &state.metrics,
+        stack,
+        "ingress-admin-live",
+        live.health(),
+        Membership::Reported,
+        &shutdown,
+    );
     let feed = spawn_live_feed(
         Box::new(live),
         live_codec,
@@ -210,9 +230,9 @@ pub async fn run_ingress(
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    readiness.set(true);
+    readiness.set_ready(true);
     let served = serve(listener, router(state), shutdown).await;
-    readiness.set(false);
+    readiness.set_ready(false);
     listener_task.await.context("replies listener task")?;
     sweeper.await.context("payment sweeper task")?;
     request_log_task.await.context("request log task")?;
@@ -269,12 +289,44 @@ pub async fn run_sink(
     )
     .context("Kafka request-logs consumer")?;
     let metrics = Metrics::new("sink");
-    let readiness = Readiness::default();
+    let readiness = Health::default();
+    for (name, consumer) in [
+        ("sink-catalog", &consumer),
+        ("sink-schedule-view", &changelog),
+        ("sink-payments", &payments),
+        ("sink-bookings", &bookings),
+        ("sink-request-logs", &request_logs),
+    ] {
+        probes::watch(
+            &readiness,
+            &metrics,
+            stack,
+            name,
+            consumer.health(),
+            Membership::Required,
+            &shutdown,
+        );
+    }
+    // A sink loop that ends on its own (its consumer failed for good) ends
+    // the process, instead of leaving it up and ready with one sink dead.
+    let (stop_all, shutdown) = shutdown.linked();
     let ops = serve(
         ops_listener,
         ops_router(metrics.clone(), readiness.clone()),
         shutdown.clone(),
     );
+    let stopping = shutdown.clone();
+    let ended = |name: &'static str| {
+        let (readiness, stop_all, shutdown) = (readiness.clone(), &stop_all, stopping.clone());
+        move |result: Result<(), ticketing_transport::TransportError>| {
+            if !shutdown.is_triggered() {
+                tracing::error!(sink = name, outcome = ?result, "a sink stopped on its own; the process stops");
+                readiness.set_ready(false);
+                stop_all.trigger();
+            }
+            result
+        }
+    };
     let cql = Arc::new(cql);
     let catalog = runner::run(
         consumer,
@@ -310,9 +362,17 @@ pub async fn run_sink(
         metrics,
         shutdown,
     );
-    readiness.set(true);
+    readiness.set_ready(true);
+    let (catalog, projection, payments, bookings, request_logs) = (
+        async { ended("catalog")(catalog.await) },
+        async { ended("schedule-view")(projection.await) },
+        async { ended("payments")(payments.await) },
+        async { ended("bookings")(bookings.await) },
+        async { ended("request-logs")(request_logs.await) },
+    );
     let (ops, catalog, projection, payments, bookings, request_logs) =
         tokio::join!(ops, catalog, projection, payments, bookings, request_logs);
+    readiness.set_ready(false);
     catalog.context("catalog sink")?;
     projection.context("schedule view sink")?;
     payments.context("payment sink")?;
@@ -339,17 +399,39 @@ pub async fn run_processor(
     .await
     .context("Kafka transactional stream")?;
     let metrics = Metrics::new("processor");
-    let readiness = Readiness::default();
+    let readiness = Health::default();
+    probes::watch(
+        &readiness,
+        &metrics,
+        stack,
+        &settings.instance_id,
+        stream.health(),
+        Membership::Required,
+        &shutdown,
+    );
+    // The processor's loop ending (fenced for good) ends the process: an
+    // orchestrator restarts it, instead of a process that stays up and ready
+    // with no processor in it.
+    let (stop_ops, ops_shutdown) = shutdown.linked();
     let ops = serve(
         ops_listener,
         ops_router(metrics.clone(), readiness.clone()),
-        shutdown.clone(),
+        ops_shutdown,
     );
     let mut config = ProcessorConfig::new(settings.instance_id.clone(), core);
     config.snapshot_every = settings.snapshot_every.max(1);
     let processor = ScheduleProcessor::new(stream, codec, config, metrics);
-    readiness.set(true);
-    let (ops, processed) = tokio::join!(ops, processor.run(shutdown));
+    readiness.set_ready(true);
+    let processed = async {
+        let result = processor.run(shutdown.clone()).await;
+        readiness.set_ready(false);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "the schedule processor stopped; the process exits");
+        }
+        stop_ops.trigger();
+        result
+    };
+    let (ops, processed) = tokio::join!(ops, processed);
     processed.context("schedule processor")?;
     ops
 }

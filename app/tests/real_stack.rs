@@ -160,6 +160,7 @@ fn kafka() -> KafkaConfig {
     KafkaConfig {
         brokers: stack_settings("").kafka_brokers,
         client_id: "e2e-test".into(),
+        debug: None,
     }
 }
 

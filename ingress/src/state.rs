@@ -7,7 +7,7 @@ use crate::security::password::PasswordHasher;
 use crate::security::phone::PhoneCipher;
 use crate::security::tokens::TokenService;
 use std::sync::Arc;
-use ticketing_runtime::{Metrics, Readiness};
+use ticketing_runtime::{Health, Metrics};
 use ticketing_storage::{
     AccountStore, CatalogStore, PaymentViews, RequestLogs, ScheduleReadModel, SessionStore,
 };
@@ -39,5 +39,5 @@ pub struct AppState {
     pub phones: PhoneCipher,
     pub tokens: TokenService,
     pub metrics: Metrics,
-    pub readiness: Readiness,
+    pub readiness: Health,
 }

@@ -24,6 +24,12 @@ pub struct Metrics {
     pub transaction_latency: HistogramVec,
     /// Partitions a processor instance owns now.
     pub partitions_owned: IntGaugeVec,
+    /// 1 while a consumer is a member of its group, 0 while it is not (a
+    /// session timed out, the coordinator is away, a rejoin has not settled).
+    pub consumer_group_member: IntGaugeVec,
+    /// Seconds since a consumer last made progress (a poll served, a
+    /// transaction committed, a restore read); liveness fails past a bound.
+    pub consumer_idle: prometheus::GaugeVec,
     /// Request logs not sent to the log, by why (`full`: the ingress was
     /// answering faster than the log took them; `failed`: the log refused).
     pub request_logs_dropped: IntCounterVec,
@@ -115,6 +121,22 @@ impl Metrics {
             &["processor"],
         )
         .expect("valid metric");
+        let consumer_group_member = IntGaugeVec::new(
+            Opts::new(
+                "consumer_group_member",
+                "1 while the consumer is a member of its consumer group, else 0",
+            ),
+            &["consumer"],
+        )
+        .expect("valid metric");
+        let consumer_idle = prometheus::GaugeVec::new(
+            Opts::new(
+                "consumer_idle_seconds",
+                "Seconds since the consumer last polled, committed or restored",
+            ),
+            &["consumer"],
+        )
+        .expect("valid metric");
         let request_logs_dropped = IntCounterVec::new(
             Opts::new(
                 "request_logs_dropped_total",
@@ -133,6 +155,8 @@ impl Metrics {
             Box::new(decisions.clone()),
             Box::new(transaction_latency.clone()),
             Box::new(partitions_owned.clone()),
+            Box::new(consumer_group_member.clone()),
+            Box::new(consumer_idle.clone()),
             Box::new(request_logs_dropped.clone()),
         ]
         .into_iter()
@@ -158,6 +182,8 @@ impl Metrics {
             decisions,
             transaction_latency,
             partitions_owned,
+            consumer_group_member,
+            consumer_idle,
             request_logs_dropped,
             names: names.into(),
         }
@@ -230,7 +256,7 @@ mod tests {
     fn the_dashboard_and_the_alerts_name_only_metrics_that_exist_and_show_them_all() {
         let exported: std::collections::BTreeSet<String> =
             Metrics::new("test").names().iter().cloned().collect();
-        assert_eq!(exported.len(), 10, "{exported:?}");
+        assert_eq!(exported.len(), 12, "{exported:?}");
         let dashboard = queried(include_str!(
             "../../monitoring/grafana/dashboards/ticketing-overview.json"
         ));

@@ -1,50 +1,39 @@
+use crate::health::Health;
 use crate::metrics::Metrics;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
-/// Whether the process can do its work now (its engines answered at start-up and
-/// it is not shutting down). Liveness (`/healthz`) stays up regardless, so an
-/// orchestrator restarts a process only when it is wedged, not when Kafka is.
-#[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Release);
-    }
-    pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-}
 
 #[derive(Clone)]
 struct OpsState {
     metrics: Metrics,
-    readiness: Readiness,
+    health: Health,
 }
 
-/// `/healthz`, `/readyz` and `/metrics`, merged into every binary's router.
-pub fn ops_router<S: Clone + Send + Sync + 'static>(
-    metrics: Metrics,
-    readiness: Readiness,
-) -> Router<S> {
+/// `/healthz` (liveness: fails only when a watched loop has stalled),
+/// `/readyz` (the binary's flag and every probe) and `/metrics`, merged into
+/// every binary's router. A failing probe answers 503 with its reasons.
+pub fn ops_router<S: Clone + Send + Sync + 'static>(metrics: Metrics, health: Health) -> Router<S> {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
-        .with_state(OpsState { metrics, readiness })
+        .with_state(OpsState { metrics, health })
+}
+
+async fn healthz(State(s): State<OpsState>) -> impl IntoResponse {
+    match s.health.liveness() {
+        Ok(()) => (StatusCode::OK, "ok".to_string()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("stalled: {why}")),
+    }
 }
 
 async fn readyz(State(s): State<OpsState>) -> impl IntoResponse {
-    if s.readiness.is_ready() {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    match s.health.readiness() {
+        Ok(()) => (StatusCode::OK, "ready".to_string()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")),
     }
 }
 
@@ -66,17 +55,24 @@ mod tests {
     use tower::ServiceExt;
 
     #[tokio::test]
-    async fn readiness_follows_the_flag() {
-        let ready = Readiness::default();
+    async fn readiness_follows_the_flag_and_liveness_the_probes() {
+        let ready = Health::default();
         let app: Router = ops_router(Metrics::new("t"), ready.clone());
         let get = |p: &'static str| Request::get(p).body(Body::empty()).unwrap();
         let r = app.clone().oneshot(get("/readyz")).await.unwrap();
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        ready.set(true);
+        ready.set_ready(true);
         let r = app.clone().oneshot(get("/readyz")).await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         let r = app.clone().oneshot(get("/healthz")).await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
+        ready.watch("loop", || {
+            crate::health::Check::Stalled("no poll for 200 s".into())
+        });
+        let r = app.clone().oneshot(get("/healthz")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let r = app.clone().oneshot(get("/readyz")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         let r = app.oneshot(get("/metrics")).await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
     }

@@ -32,6 +32,22 @@ impl Shutdown {
     pub fn is_triggered(&self) -> bool {
         *self.0.borrow()
     }
+
+    /// A shutdown that fires with this one, or by its own trigger: a binary
+    /// whose main loop ends stops its other servers (the ops endpoints) with
+    /// it, so the process exits instead of living on without its work.
+    pub fn linked(&self) -> (ShutdownTrigger, Shutdown) {
+        let (trigger, child) = channel();
+        let parent = self.clone();
+        let forward = trigger.0.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = parent.wait() => { let _ = forward.send(true); }
+                _ = forward.closed() => {}
+            }
+        });
+        (trigger, child)
+    }
 }
 
 /// Ctrl-C or SIGTERM (what Kubernetes sends before killing a pod).
@@ -49,4 +65,29 @@ pub async fn os_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_linked_shutdown_fires_with_its_parent_or_by_itself() {
+        let (parent_trigger, parent) = channel();
+        let (_own, child) = parent.linked();
+        assert!(!child.is_triggered());
+        parent_trigger.trigger();
+        tokio::time::timeout(Duration::from_secs(1), child.wait())
+            .await
+            .expect("the parent's shutdown reaches the child");
+
+        let (_parent_trigger, parent) = channel();
+        let (own, child) = parent.linked();
+        own.trigger();
+        tokio::time::timeout(Duration::from_secs(1), child.clone().wait())
+            .await
+            .expect("the child's own trigger stops it");
+        assert!(!parent.is_triggered(), "the parent goes on");
+    }
 }

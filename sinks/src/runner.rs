@@ -80,6 +80,11 @@ pub async fn run<C: Consumer>(
                     break;
                 }
                 Err(HandleError::Retryable(why)) => {
+                    // Waiting out a store is work, not a wedge: the consumer
+                    // is not polled meanwhile, so the retry keeps its pulse.
+                    if let Some(health) = consumer.health() {
+                        health.beat();
+                    }
                     metrics.sink_retries.with_label_values(&[name]).inc();
                     let wait = backoff(attempt);
                     tracing::warn!(sink = name, topic = %record.topic, partition = record.partition,

@@ -17,6 +17,7 @@
 //! committed offsets, metadata, a synchronous commit, closing a consumer) run
 //! on tokio's blocking pool, never on a runtime worker.
 
+use crate::health::ClientHealth;
 use crate::ports::{Consumer, Delivered, OutRecord, Producer, Record, TransportError};
 
 mod transactional;
@@ -51,6 +52,9 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Shows in broker logs and quotas; one per role (ingress, sink, …).
     pub client_id: String,
+    /// librdkafka's `debug` contexts (e.g. `cgrp,eos`), for diagnosing a
+    /// client in the field; `None` in normal operation (they are verbose).
+    pub debug: Option<String>,
 }
 
 impl KafkaConfig {
@@ -58,6 +62,7 @@ impl KafkaConfig {
         Self {
             brokers: brokers.into(),
             client_id: client_id.into(),
+            debug: None,
         }
     }
 
@@ -67,6 +72,11 @@ impl KafkaConfig {
             .set("bootstrap.servers", &self.brokers)
             .set("client.id", &self.client_id)
             .set_log_level(RDKafkaLogLevel::Info);
+        if let Some(debug) = self.debug.as_deref().filter(|d| !d.is_empty()) {
+            config
+                .set("debug", debug)
+                .set_log_level(RDKafkaLogLevel::Debug);
+        }
         config
     }
 }
@@ -207,6 +217,33 @@ impl Producer for KafkaProducer {
     }
 }
 
+/// How often a consumer's statistics are served: each one is a beat of its
+/// [`ClientHealth`], so this bounds how stale a healthy pulse can look.
+const STATS_INTERVAL_MS: &str = "1000";
+
+/// A beat, and the group membership librdkafka reports: a member once the
+/// coordinator is up and the join has settled (`steady`); a session timeout or
+/// a lost coordinator shows as anything else.
+fn observe_stats(health: &ClientHealth, json: &[u8]) {
+    #[derive(serde::Deserialize)]
+    struct Stats {
+        cgrp: Option<Group>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Group {
+        state: String,
+        join_state: String,
+    }
+    health.beat();
+    match serde_json::from_slice::<Stats>(json) {
+        Ok(Stats { cgrp: Some(g) }) => {
+            health.set_member(g.state == "up" && g.join_state == "steady")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "unreadable librdkafka statistics"),
+    }
+}
+
 /// The offsets this consumer has asked to commit and not yet seen through a
 /// synchronous commit, by (topic, partition).
 type Pending = Arc<Mutex<HashMap<(String, i32), i64>>>;
@@ -216,11 +253,16 @@ struct ConsumerLogs {
     group: String,
     pending: Pending,
     assigned: Arc<AtomicBool>,
+    health: ClientHealth,
 }
 
 impl ClientContext for ConsumerLogs {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         self.logs.log(level, facility, message);
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        observe_stats(&self.health, statistics);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -280,6 +322,7 @@ pub struct KafkaConsumer {
     pending: Pending,
     lag: LagWatch,
     assigned: Arc<AtomicBool>,
+    health: ClientHealth,
 }
 
 impl KafkaConsumer {
@@ -306,6 +349,11 @@ impl KafkaConsumer {
         self.assigned.clone()
     }
 
+    /// Beats while the consumer is polled; says whether it is in its group.
+    pub fn health(&self) -> ClientHealth {
+        self.health.clone()
+    }
+
     fn build(
         cfg: &KafkaConfig,
         group: &str,
@@ -314,6 +362,8 @@ impl KafkaConsumer {
     ) -> Result<Self, TransportError> {
         let pending = Pending::default();
         let assigned = Arc::new(AtomicBool::new(false));
+        let health = ClientHealth::default();
+        health.beat();
         let context = ConsumerLogs {
             logs: Logs {
                 client_id: cfg.client_id.clone(),
@@ -321,6 +371,7 @@ impl KafkaConsumer {
             group: group.to_string(),
             pending: pending.clone(),
             assigned: assigned.clone(),
+            health: health.clone(),
         };
         let consumer: Stream = cfg
             .client()
@@ -330,6 +381,7 @@ impl KafkaConsumer {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", reset)
             .set("isolation.level", "read_committed")
+            .set("statistics.interval.ms", STATS_INTERVAL_MS)
             .create_with_context(context)
             .map_err(|e| TransportError::Other(format!("creating the Kafka consumer: {e}")))?;
         consumer
@@ -343,6 +395,7 @@ impl KafkaConsumer {
             pending,
             lag: LagWatch::default(),
             assigned,
+            health,
         })
     }
 
@@ -507,6 +560,10 @@ impl Consumer for KafkaConsumer {
 
     async fn lag(&self) -> Result<Vec<(String, i32, i64)>, TransportError> {
         KafkaConsumer::lag(self).await
+    }
+
+    fn health(&self) -> Option<ClientHealth> {
+        Some(self.health.clone())
     }
 
     async fn close(&mut self) -> Result<(), TransportError> {

@@ -8,8 +8,10 @@
 
 pub mod contract;
 pub mod embedded;
+pub mod health;
 pub mod kafka;
 pub mod partitioner;
 pub mod ports;
 
+pub use health::{ClientHealth, Pulse};
 pub use ports::*;

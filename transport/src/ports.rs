@@ -78,6 +78,11 @@ pub trait Consumer: Send + 'static {
     /// Records not yet committed, per `(topic, partition)` this consumer owns:
     /// the log's end offset minus the group's committed offset.
     async fn lag(&self) -> Result<Vec<(String, i32, i64)>, TransportError>;
+    /// The pulse probes read (see [`crate::health`]); `None` for adapters
+    /// that run in-process and cannot stall apart from their caller.
+    fn health(&self) -> Option<crate::health::ClientHealth> {
+        None
+    }
 }
 
 /// One partition of one topic.
@@ -125,8 +130,11 @@ pub trait TransactionalStream: Send + 'static {
     /// On `Err(Unavailable | Other)` nothing of the batch is visible and the
     /// stream rewinds to the last commit: its next events are `Revoked` then
     /// `Assigned` for every partition it owns, so the processor rebuilds its
-    /// state from the changelog and the inputs are handed out again.
-    /// `Err(Closed)` means this member was fenced and must stop.
+    /// state from the changelog and the inputs are handed out again. While
+    /// the log does not let the rewind finish (a broker that is away), `next`
+    /// answers `Unavailable` and hands out nothing; it is called again later.
+    /// `Err(Closed)` means this member must stop: it was closed, or fenced
+    /// by another live instance (see the adapter's rules).
     async fn commit(
         &mut self,
         outputs: Vec<OutRecord>,

@@ -202,7 +202,8 @@ async fn a_zombie_is_fenced_and_its_batch_never_appears() {
     let group = unique("tx-group");
     let txid = unique("tx");
     produce(&t.input, 4).await;
-    let mut zombie = stream(&group, &t.input, &txid).await;
+    // A stream that renews nothing: the first fencing stops it.
+    let mut zombie = stream(&group, &t.input, &txid).await.with_fatal_limit(0);
     let got = records(&mut zombie, 4).await;
     // The same instance starts again while the old one still runs (a paused
     // process that comes back): the new one takes the transactional id.
@@ -219,6 +220,53 @@ async fn a_zombie_is_fenced_and_its_batch_never_appears() {
     successor.close().await.unwrap();
     let seen = committed_outputs(&t.output, Duration::from_secs(5)).await;
     assert!(seen.is_empty(), "the fenced batch is invisible: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_producer_left_fatal_is_renewed_and_the_batch_is_decided_again_exactly_once() {
+    // What a broker restart mid-transaction does to librdkafka's producer
+    // (a fatal error, reported as fencing), made here by fencing it.
+    let t = topics().await;
+    let group = unique("tx-group");
+    let txid = unique("tx");
+    produce(&t.input, 4).await;
+    let mut s = stream(&group, &t.input, &txid).await;
+    let got = records(&mut s, 4).await;
+    let mut other = stream(&unique("tx-other-group"), &t.input, &txid).await;
+    let err = s
+        .commit(outputs_for(&t.output, &got), &got)
+        .await
+        .expect_err("the fenced producer cannot commit");
+    assert!(matches!(err, TransportError::Unavailable(_)), "{err:?}");
+    // The stream renews its producer and rewinds: a restore, then the same
+    // inputs again.
+    let started = Instant::now();
+    let mut restored = false;
+    let mut again = Vec::new();
+    while again.len() < 4 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no recovery");
+        match s.next(100, Duration::from_millis(250)).await {
+            Ok(StreamEvent::Assigned(_)) => restored = true,
+            Ok(StreamEvent::Records(r)) => {
+                assert!(restored || r.is_empty(), "records before the restore");
+                again.extend(r);
+            }
+            Ok(StreamEvent::Revoked(_)) | Err(TransportError::Unavailable(_)) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(payloads(&again), payloads(&got));
+    s.commit(outputs_for(&t.output, &again), &again)
+        .await
+        .expect("the renewed producer commits");
+    other.close().await.unwrap();
+    s.close().await.unwrap();
+    let seen = committed_outputs(&t.output, Duration::from_secs(6)).await;
+    assert_eq!(
+        seen.len(),
+        4,
+        "each output once, the fenced batch never: {seen:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -7,6 +7,7 @@ use reqwest::{Client, Response, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+#[derive(Clone)]
 pub struct Api {
     pub base: String,
     pub http: Client,
@@ -154,6 +155,7 @@ pub fn stack_settings(keyspace: &str) -> ticketing::settings::StackSettings {
         |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
     ticketing::settings::StackSettings {
         kafka_brokers: env("TICKETING_KAFKA_BROKERS", "127.0.0.1:9092"),
+        kafka_debug: None,
         cql_nodes: env("TICKETING_CQL_NODES", "127.0.0.1:9042")
             .split(',')
             .map(String::from)
@@ -162,6 +164,8 @@ pub fn stack_settings(keyspace: &str) -> ticketing::settings::StackSettings {
         redis_url: env("TICKETING_REDIS_URL", "redis://127.0.0.1:6379"),
         schema_registry_url: env("TICKETING_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081"),
         request_log_retention_days: 7,
+        stall_after_secs: 120,
+        outside_group_after_secs: 30,
     }
 }
 
@@ -169,6 +173,7 @@ pub fn unique() -> String {
     Uuid::new_v4().simple().to_string()[..10].to_string()
 }
 
+#[derive(Clone)]
 pub struct Account {
     pub user_id: String,
     pub email: String,
@@ -1648,7 +1653,7 @@ fn assert_newest_first(items: &[Value], field: &str) {
 }
 
 /// Every page of an admin listing from `path` (which has a query already).
-async fn all_pages(api: &Api, manager: &str, path: &str) -> Vec<Value> {
+pub async fn all_pages(api: &Api, manager: &str, path: &str) -> Vec<Value> {
     let mut items = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..200 {

@@ -11,11 +11,32 @@
 //! cleanly does not leave the group, so its partitions would sit idle for a
 //! whole session timeout on every scale-down or deploy; a crashed member costs
 //! one session timeout (10 s) instead, which is rarer.
+//!
+//! Recovery: the stream never gives up on a broker that is away, however long.
+//! A failed transaction leaves work to do before records flow again (abort it,
+//! or renew the producer, then rewind to the committed offsets); `next` does
+//! that work, answers `Unavailable` while the broker does not let it finish,
+//! and keeps polling the consumer meanwhile so that rebalances are served and
+//! the member stays in (or rejoins) its group.
+//!
+//! A broker restart in the middle of a transaction commonly leaves librdkafka's
+//! transactional producer in a *fatal* state: the coordinator aborted the
+//! timed-out transaction and bumped the epoch, so the producer's next call is
+//! answered `INVALID_TXN_STATE` or `INVALID_PRODUCER_EPOCH` (which librdkafka
+//! reports as "fenced by a newer instance", the same as real fencing). A fatal
+//! producer is useless, but the instance is not: the stream creates a new
+//! producer with the same transactional id (`init_transactions` again) and
+//! carries on. A real zombie cannot win by doing the same: its consumer's
+//! generation is stale, so its offsets are refused and its transactions
+//! abort; and an instance fenced again and again (two live instances sharing
+//! one id, a configuration error) stops after [`FATAL_LIMIT`] renewals within
+//! [`FATAL_WINDOW`], so the process exits and says why.
 
 use super::{
-    blocking_failed, lag_of, to_record, transport_error, KafkaConfig, LagWatch, Logs,
-    NETWORK_TIMEOUT,
+    blocking_failed, lag_of, observe_stats, to_record, transport_error, KafkaConfig, LagWatch,
+    Logs, NETWORK_TIMEOUT, STATS_INTERVAL_MS,
 };
+use crate::health::ClientHealth;
 use crate::ports::{
     OutRecord, Record, StreamEvent, TopicPartition, TransactionalStream, TransportError,
 };
@@ -25,11 +46,12 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a dead instance's open transaction can block `read_committed`
 /// readers (restores included) before the broker aborts it.
@@ -39,8 +61,15 @@ const SESSION_TIMEOUT_MS: &str = "10000";
 /// Transaction calls wait on the coordinator; bounded so a broken cluster
 /// turns into an error instead of a hang.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// One step of recovery (an abort, an `init_transactions`, a rewind) waits at
+/// most this long, so `next` comes back to poll the consumer in between.
+const RECOVERY_STEP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long reading a changelog partition to its end may take.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Fatal producer errors tolerated within [`FATAL_WINDOW`] before the stream
+/// stops for good (see the module docs).
+pub const FATAL_LIMIT: usize = 5;
+pub const FATAL_WINDOW: Duration = Duration::from_secs(600);
 
 /// Assignment changes seen in librdkafka's rebalance callbacks, in order.
 type Events = Arc<Mutex<VecDeque<StreamEvent>>>;
@@ -49,6 +78,7 @@ struct TxContext {
     logs: Logs,
     group: String,
     events: Events,
+    health: ClientHealth,
 }
 
 impl ClientContext for TxContext {
@@ -58,6 +88,10 @@ impl ClientContext for TxContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         self.logs.error(error, reason);
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        observe_stats(&self.health, statistics);
     }
 }
 
@@ -97,20 +131,51 @@ impl ConsumerContext for TxContext {
 
 type TxConsumer = StreamConsumer<TxContext>;
 
+/// What must happen after a failed transaction before records flow again, in
+/// this order. Nothing is handed out while any of it is pending: the
+/// processor's in-memory state still holds the failed batch's decisions until
+/// the `Revoked`/`Assigned` pair that the rewind queues makes it restore.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Recovery {
+    /// The producer is in a fatal state: replace it (`init_transactions`
+    /// aborts whatever its predecessor left open).
+    renew_producer: bool,
+    /// The open transaction must be aborted.
+    abort: bool,
+    /// Seek every owned partition to its committed offset and tell the
+    /// processor to restore.
+    rewind: bool,
+}
+
+impl Recovery {
+    fn pending(&self) -> bool {
+        self.renew_producer || self.abort || self.rewind
+    }
+}
+
 pub struct KafkaTransactionalStream {
     cfg: KafkaConfig,
     group: String,
+    transactional_id: String,
     consumer: Arc<TxConsumer>,
     producer: FutureProducer<Logs>,
     events: Events,
     /// Records polled but not handed out yet (an assignment event came first).
     buffer: VecDeque<Record>,
-    fenced: bool,
+    recovery: Recovery,
+    /// When fatal producer errors happened, within [`FATAL_WINDOW`].
+    fatal: VecDeque<Instant>,
+    fatal_limit: usize,
+    closed: bool,
     lag: LagWatch,
+    health: ClientHealth,
+    /// Reads changelog partitions for restores; created once, reassigned per read.
+    restore: Option<Arc<BaseConsumer<Logs>>>,
 }
 
-/// Fatal errors (fencing among them) end this member; anything else aborts
-/// the transaction.
+/// Errors after which the producer can do nothing more (librdkafka's fatal
+/// state, fencing among them): it must be replaced. Anything else aborts the
+/// transaction.
 fn is_fatal(e: &KafkaError) -> bool {
     match e {
         KafkaError::Transaction(err) => {
@@ -120,6 +185,7 @@ fn is_fatal(e: &KafkaError) -> bool {
                     RDKafkaErrorCode::ProducerFenced
                         | RDKafkaErrorCode::InvalidProducerEpoch
                         | RDKafkaErrorCode::FencedInstanceId
+                        | RDKafkaErrorCode::Fenced
                 )
         }
         other => matches!(
@@ -128,9 +194,38 @@ fn is_fatal(e: &KafkaError) -> bool {
                 RDKafkaErrorCode::Fatal
                     | RDKafkaErrorCode::ProducerFenced
                     | RDKafkaErrorCode::FencedInstanceId
+                    | RDKafkaErrorCode::Fenced
             )
         ),
     }
+}
+
+fn producer_for(
+    cfg: &KafkaConfig,
+    transactional_id: &str,
+) -> Result<FutureProducer<Logs>, TransportError> {
+    cfg.client()
+        .set("transactional.id", transactional_id)
+        .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("compression.type", "lz4")
+        // Snapshots of big schedules (the snapshot topic allows 32 MiB).
+        .set("message.max.bytes", "33554432")
+        .set("partitioner", "murmur2_random")
+        .create_with_context(Logs {
+            client_id: cfg.client_id.clone(),
+        })
+        .map_err(|e| TransportError::Other(format!("creating the transactional producer: {e}")))
+}
+
+/// `init_transactions` on the blocking pool.
+async fn init(producer: &FutureProducer<Logs>, timeout: Duration) -> Result<(), KafkaError> {
+    let init = producer.clone();
+    tokio::task::spawn_blocking(move || init.init_transactions(timeout))
+        .await
+        .map_err(|_| KafkaError::Canceled)?
 }
 
 impl KafkaTransactionalStream {
@@ -145,34 +240,18 @@ impl KafkaTransactionalStream {
         let logs = Logs {
             client_id: cfg.client_id.clone(),
         };
-        let producer: FutureProducer<Logs> = cfg
-            .client()
-            .set("transactional.id", transactional_id)
-            .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "2")
-            .set("compression.type", "lz4")
-            // Snapshots of big schedules (the snapshot topic allows 32 MiB).
-            .set("message.max.bytes", "33554432")
-            .set("partitioner", "murmur2_random")
-            .create_with_context(logs.clone())
-            .map_err(|e| {
-                TransportError::Other(format!("creating the transactional producer: {e}"))
-            })?;
-        let init = producer.clone();
-        tokio::task::spawn_blocking(move || init.init_transactions(TXN_TIMEOUT))
-            .await
-            .map_err(blocking_failed)?
-            .map_err(|e| {
-                if is_fatal(&e) {
-                    TransportError::Closed
-                } else {
-                    TransportError::Unavailable(format!("init_transactions: {e}"))
-                }
-            })?;
+        let producer = producer_for(cfg, transactional_id)?;
+        init(&producer, TXN_TIMEOUT).await.map_err(|e| {
+            if is_fatal(&e) {
+                TransportError::Closed
+            } else {
+                TransportError::Unavailable(format!("init_transactions: {e}"))
+            }
+        })?;
 
         let events = Events::default();
+        let health = ClientHealth::default();
+        health.beat();
         let consumer: TxConsumer = cfg
             .client()
             .set("group.id", group)
@@ -181,10 +260,12 @@ impl KafkaTransactionalStream {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
+            .set("statistics.interval.ms", STATS_INTERVAL_MS)
             .create_with_context(TxContext {
                 logs,
                 group: group.to_string(),
                 events: events.clone(),
+                health: health.clone(),
             })
             .map_err(|e| {
                 TransportError::Other(format!("creating the transactional consumer: {e}"))
@@ -197,13 +278,33 @@ impl KafkaTransactionalStream {
         Ok(Self {
             cfg: cfg.clone(),
             group: group.to_string(),
+            transactional_id: transactional_id.to_string(),
             consumer: Arc::new(consumer),
             producer,
             events,
             buffer: VecDeque::new(),
-            fenced: false,
+            recovery: Recovery::default(),
+            fatal: VecDeque::new(),
+            fatal_limit: FATAL_LIMIT,
+            closed: false,
             lag: LagWatch::default(),
+            health,
+            restore: None,
         })
+    }
+
+    /// How many fatal producer errors within [`FATAL_WINDOW`] the stream
+    /// survives by renewing its producer (default [`FATAL_LIMIT`]); one more
+    /// and it stops with `Closed`. Zero: the first one stops it.
+    pub fn with_fatal_limit(mut self, limit: usize) -> Self {
+        self.fatal_limit = limit;
+        self
+    }
+
+    /// Beats while the consumer is polled, a transaction commits or a restore
+    /// reads; says whether the consumer is in its group.
+    pub fn health(&self) -> ClientHealth {
+        self.health.clone()
     }
 
     /// Drops buffered records of partitions this member no longer owns.
@@ -215,10 +316,9 @@ impl KafkaTransactionalStream {
         });
     }
 
-    /// After an aborted transaction: every owned partition goes back to its
-    /// committed offset, and the processor is told to rebuild its state.
+    /// Every owned partition goes back to its committed offset, and the
+    /// processor is told to rebuild its state.
     async fn rewind(&mut self) -> Result<(), TransportError> {
-        self.buffer.clear();
         let consumer = self.consumer.clone();
         let owned =
             tokio::task::spawn_blocking(move || -> Result<Vec<TopicPartition>, TransportError> {
@@ -229,7 +329,7 @@ impl KafkaTransactionalStream {
                     return Ok(Vec::new());
                 }
                 let committed = consumer
-                    .committed_offsets(assignment.clone(), NETWORK_TIMEOUT)
+                    .committed_offsets(assignment.clone(), RECOVERY_STEP_TIMEOUT)
                     .map_err(|e| transport_error(e, None))?;
                 let mut seek = TopicPartitionList::new();
                 for e in committed.elements() {
@@ -241,51 +341,162 @@ impl KafkaTransactionalStream {
                         .map_err(|e| TransportError::Other(e.to_string()))?;
                 }
                 consumer
-                    .seek_partitions(seek, NETWORK_TIMEOUT)
+                    .seek_partitions(seek, RECOVERY_STEP_TIMEOUT)
                     .map_err(|e| transport_error(e, None))?;
                 Ok(topic_partitions(&assignment))
             })
             .await
             .map_err(blocking_failed)??;
+        // Polled before the seek, from positions past the failed batch.
+        self.buffer.clear();
         let mut events = self.events.lock();
         events.push_back(StreamEvent::Revoked(owned.clone()));
         events.push_back(StreamEvent::Assigned(owned));
         Ok(())
     }
 
-    async fn abort(&mut self, why: KafkaError) -> TransportError {
+    /// Records what a failed transaction leaves to do, tries it once, and
+    /// says what the caller gets: `Closed` only when this instance must stop.
+    async fn fail(&mut self, why: KafkaError) -> TransportError {
         if is_fatal(&why) {
-            self.fenced = true;
-            tracing::error!(group = %self.group, error = %why, "fenced: this processor instance must stop");
-            return TransportError::Closed;
-        }
-        tracing::warn!(group = %self.group, error = %why, "transaction aborted");
-        let producer = self.producer.clone();
-        let aborted =
-            tokio::task::spawn_blocking(move || producer.abort_transaction(TXN_TIMEOUT)).await;
-        match aborted {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) if is_fatal(&e) => {
-                self.fenced = true;
+            let now = Instant::now();
+            self.fatal.push_back(now);
+            while self
+                .fatal
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > FATAL_WINDOW)
+            {
+                self.fatal.pop_front();
+            }
+            if self.fatal.len() > self.fatal_limit {
+                tracing::error!(group = %self.group, transactional_id = %self.transactional_id,
+                    fatal_errors = self.fatal.len(), window_secs = FATAL_WINDOW.as_secs(), error = %why,
+                    "the transactional producer keeps failing fatally (another live instance with this transactional id?); this processor instance stops");
+                self.closed = true;
                 return TransportError::Closed;
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "abort_transaction failed"),
-            Err(e) => tracing::warn!(error = %e, "abort_transaction did not run"),
+            tracing::warn!(group = %self.group, error = %why,
+                "the transactional producer failed fatally (a broker restart mid-transaction does this); it is renewed and the partitions restored");
+            self.recovery = Recovery {
+                renew_producer: true,
+                abort: false,
+                rewind: true,
+            };
+        } else {
+            tracing::warn!(group = %self.group, error = %why, "transaction aborted");
+            self.recovery.abort = true;
+            self.recovery.rewind = true;
         }
-        if let Err(e) = self.rewind().await {
-            tracing::warn!(error = %e, "rewinding after an abort failed; restarting the stream is the way out");
-            self.fenced = true;
-            return TransportError::Closed;
+        match self.recover().await {
+            Ok(()) => TransportError::Unavailable(format!("transaction aborted: {why}")),
+            Err(e) => e,
         }
-        TransportError::Unavailable(format!("transaction aborted: {why}"))
+    }
+
+    /// Does what [`Recovery`] says, one step at a time, each bounded. `Ok`
+    /// once nothing is pending; `Unavailable` while the broker does not let
+    /// a step finish (called again later, it resumes); `Closed` if the
+    /// instance must stop.
+    async fn recover(&mut self) -> Result<(), TransportError> {
+        if self.recovery.renew_producer {
+            let producer = producer_for(&self.cfg, &self.transactional_id)?;
+            match init(&producer, RECOVERY_STEP_TIMEOUT).await {
+                Ok(()) => {
+                    tracing::info!(group = %self.group, transactional_id = %self.transactional_id,
+                        "transactional producer renewed");
+                    self.producer = producer;
+                    self.recovery.renew_producer = false;
+                    self.recovery.abort = false;
+                }
+                Err(e) if is_fatal(&e) => {
+                    self.recovery.renew_producer = false;
+                    return Err(Box::pin(self.fail(e)).await);
+                }
+                Err(e) => {
+                    return Err(TransportError::Unavailable(format!(
+                        "renewing the transactional producer: {e}"
+                    )))
+                }
+            }
+        }
+        if self.recovery.abort {
+            let producer = self.producer.clone();
+            let aborted = tokio::task::spawn_blocking(move || {
+                producer.abort_transaction(RECOVERY_STEP_TIMEOUT)
+            })
+            .await
+            .map_err(blocking_failed)?;
+            match aborted {
+                Ok(()) => self.recovery.abort = false,
+                Err(e) if is_fatal(&e) => {
+                    self.recovery.abort = false;
+                    return Err(Box::pin(self.fail(e)).await);
+                }
+                Err(e) => {
+                    return Err(TransportError::Unavailable(format!(
+                        "aborting the transaction: {e}"
+                    )))
+                }
+            }
+        }
+        if self.recovery.rewind {
+            self.rewind().await?;
+            self.recovery.rewind = false;
+            tracing::info!(group = %self.group, "transactional stream recovered: partitions are restored from their last commit");
+        }
+        Ok(())
+    }
+
+    /// While recovery is pending: serves the consumer's callbacks
+    /// (rebalances, statistics) without handing out records. What it reads
+    /// is dropped; the rewind seeks back before anything is handed out.
+    async fn pump(&mut self) {
+        debug_assert!(
+            self.recovery.rewind,
+            "records are dropped only before a rewind"
+        );
+        while let Ok(Ok(_)) = tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {}
+    }
+
+    /// The restore consumer, created on first use. It has a group id only
+    /// because librdkafka delivers a consumer's fetches through its group
+    /// queue; it never subscribes and never commits.
+    fn restore_consumer(&mut self) -> Result<Arc<BaseConsumer<Logs>>, TransportError> {
+        if let Some(c) = &self.restore {
+            return Ok(c.clone());
+        }
+        let consumer: BaseConsumer<Logs> = self
+            .cfg
+            .client()
+            .set("group.id", format!("{}-restore", self.cfg.client_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .create_with_context(Logs {
+                client_id: self.cfg.client_id.clone(),
+            })
+            .map_err(|e| TransportError::Other(format!("creating the restore consumer: {e}")))?;
+        let consumer = Arc::new(consumer);
+        self.restore = Some(consumer.clone());
+        Ok(consumer)
     }
 }
 
 #[async_trait]
 impl TransactionalStream for KafkaTransactionalStream {
     async fn next(&mut self, max: usize, wait: Duration) -> Result<StreamEvent, TransportError> {
-        if self.fenced {
+        if self.closed {
             return Err(TransportError::Closed);
+        }
+        if self.recovery.pending() {
+            self.pump().await;
+            if let Err(e) = self.recover().await {
+                if !matches!(e, TransportError::Closed) {
+                    // Polled: the process is waiting out the broker, not wedged.
+                    self.health.beat();
+                }
+                return Err(e);
+            }
         }
         let max = max.max(1);
         let deadline = tokio::time::Instant::now() + wait;
@@ -334,15 +545,21 @@ impl TransactionalStream for KafkaTransactionalStream {
         outputs: Vec<OutRecord>,
         consumed: &[Record],
     ) -> Result<(), TransportError> {
-        if self.fenced {
+        if self.closed {
             return Err(TransportError::Closed);
+        }
+        if self.recovery.pending() {
+            // A commit may only follow records handed out after a recovery.
+            return Err(TransportError::Unavailable(
+                "the stream is recovering from a failed transaction".into(),
+            ));
         }
         let producer = self.producer.clone();
         if let Err(e) = tokio::task::spawn_blocking(move || producer.begin_transaction())
             .await
             .map_err(blocking_failed)?
         {
-            return Err(self.abort(e).await);
+            return Err(self.fail(e).await);
         }
         let mut deliveries = Vec::with_capacity(outputs.len());
         for record in &outputs {
@@ -354,14 +571,14 @@ impl TransactionalStream for KafkaTransactionalStream {
             }
             match self.producer.send_result(out) {
                 Ok(delivery) => deliveries.push(delivery),
-                Err((e, _)) => return Err(self.abort(e).await),
+                Err((e, _)) => return Err(self.fail(e).await),
             }
         }
         for delivery in deliveries {
             match delivery.await {
                 Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(self.abort(e).await),
-                Err(_) => return Err(self.abort(KafkaError::Canceled).await),
+                Ok(Err((e, _))) => return Err(self.fail(e).await),
+                Err(_) => return Err(self.fail(KafkaError::Canceled).await),
             }
         }
         let mut next: HashMap<(String, i32), i64> = HashMap::new();
@@ -401,8 +618,11 @@ impl TransactionalStream for KafkaTransactionalStream {
         .await
         .map_err(blocking_failed)?;
         match committed {
-            Ok(()) => Ok(()),
-            Err(e) => Err(self.abort(e).await),
+            Ok(()) => {
+                self.health.beat();
+                Ok(())
+            }
+            Err(e) => Err(self.fail(e).await),
         }
     }
 
@@ -412,11 +632,14 @@ impl TransactionalStream for KafkaTransactionalStream {
         partition: i32,
         from: i64,
     ) -> Result<Vec<Record>, TransportError> {
-        let cfg = self.cfg.clone();
+        let consumer = self.restore_consumer()?;
         let topic = topic.to_string();
-        tokio::task::spawn_blocking(move || read_to_end(&cfg, &topic, partition, from))
-            .await
-            .map_err(blocking_failed)?
+        let health = self.health.clone();
+        tokio::task::spawn_blocking(move || {
+            read_to_end(&consumer, &topic, partition, from, &health)
+        })
+        .await
+        .map_err(blocking_failed)?
     }
 
     async fn end_offset(&mut self, topic: &str, partition: i32) -> Result<i64, TransportError> {
@@ -433,11 +656,13 @@ impl TransactionalStream for KafkaTransactionalStream {
     }
 
     async fn close(&mut self) -> Result<(), TransportError> {
-        self.fenced = true;
+        self.closed = true;
         let consumer = self.consumer.clone();
+        let restore = self.restore.take();
         tokio::task::spawn_blocking(move || {
             consumer.unsubscribe();
             drop(consumer);
+            drop(restore);
         })
         .await
         .map_err(blocking_failed)
@@ -452,29 +677,22 @@ impl TransactionalStream for KafkaTransactionalStream {
     }
 }
 
-/// Every committed record of one partition, from `from` (or the oldest kept)
-/// to the high watermark as of the call. A group-less consumer, `read_committed`, so
-/// aborted batches are skipped; the position (not the last record) tells when
-/// the end is reached, because the last offsets may be transaction markers.
 /// The restore consumer needs no callbacks of its own.
 impl ConsumerContext for Logs {}
 
+/// Every committed record of one partition, from `from` (or the oldest kept)
+/// to its end as of the call: the last stable offset, since the consumer reads
+/// `read_committed` (aborted batches are skipped). The position (not the last
+/// record) tells when the end is reached, because the last offsets may be
+/// transaction markers. Each poll is a beat of `health`: a long restore is
+/// progress, not a stall.
 fn read_to_end(
-    cfg: &KafkaConfig,
+    consumer: &BaseConsumer<Logs>,
     topic: &str,
     partition: i32,
     from: i64,
+    health: &ClientHealth,
 ) -> Result<Vec<Record>, TransportError> {
-    let consumer: BaseConsumer<Logs> = cfg
-        .client()
-        .set("group.id", format!("{}-restore", cfg.client_id))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed")
-        .create_with_context(Logs {
-            client_id: cfg.client_id.clone(),
-        })
-        .map_err(|e| TransportError::Other(format!("creating the restore consumer: {e}")))?;
     let (low, high) = consumer
         .fetch_watermarks(topic, partition, NETWORK_TIMEOUT)
         .map_err(|e| transport_error(e, Some(topic)))?;
@@ -487,31 +705,42 @@ fn read_to_end(
     consumer
         .assign(&tpl)
         .map_err(|e| transport_error(e, Some(topic)))?;
-    let started = std::time::Instant::now();
-    let mut out = Vec::new();
-    loop {
-        match consumer.poll(Duration::from_millis(50)) {
-            Some(Ok(m)) => out.push(to_record(&m)),
-            Some(Err(e)) => {
-                tracing::warn!(topic, partition, error = %e, "restore read error; retrying")
+    let read = (|| {
+        let started = Instant::now();
+        let mut out = Vec::new();
+        loop {
+            match consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(m)) if m.topic() == topic && m.partition() == partition => {
+                    out.push(to_record(&m))
+                }
+                // A fetch of an earlier read still in the queue.
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(topic, partition, error = %e, "restore read error; retrying")
+                }
+                None => {}
             }
-            None => {}
+            health.beat();
+            let position = consumer
+                .position()
+                .map_err(|e| transport_error(e, Some(topic)))?
+                .find_partition(topic, partition)
+                .and_then(|p| match p.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            if position.is_some_and(|p| p >= high) {
+                return Ok(out);
+            }
+            if started.elapsed() > RESTORE_TIMEOUT {
+                return Err(TransportError::Unavailable(format!(
+                    "{topic}/{partition}: not read to offset {high} within {RESTORE_TIMEOUT:?} (an open transaction?)"
+                )));
+            }
         }
-        let position = consumer
-            .position()
-            .map_err(|e| transport_error(e, Some(topic)))?
-            .find_partition(topic, partition)
-            .and_then(|p| match p.offset() {
-                Offset::Offset(o) => Some(o),
-                _ => None,
-            });
-        if position.is_some_and(|p| p >= high) {
-            return Ok(out);
-        }
-        if started.elapsed() > RESTORE_TIMEOUT {
-            return Err(TransportError::Unavailable(format!(
-                "{topic}/{partition}: not read to offset {high} within {RESTORE_TIMEOUT:?} (an open transaction?)"
-            )));
-        }
+    })();
+    if let Err(e) = consumer.unassign() {
+        tracing::debug!(topic, partition, error = %e, "unassigning the restore consumer");
     }
+    read
 }
