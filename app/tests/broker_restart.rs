@@ -14,12 +14,12 @@ mod common;
 
 use common::*;
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-use ticketing::settings::{HttpSettings, IngressSettings, ScheduleSettings, SinkSettings};
+use ticketing::settings::ScheduleSettings;
 use ticketing_runtime::shutdown::{self, ShutdownTrigger};
 
 /// The real-stack tests' processor group (see `processor_crash.rs`).
@@ -82,16 +82,6 @@ async fn restart_broker() -> Instant {
     Instant::now()
 }
 
-/// A child process that is killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct Rig {
     api: Api,
     processor_ops: Api,
@@ -123,93 +113,27 @@ async fn start(name: &str) -> Rig {
     let (trigger, stop) = shutdown::channel();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let pg_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let pg = pg_listener.local_addr().unwrap();
-    let pg_router = ticketing_payments::http::sandbox_router(
-        ticketing_payments::sandbox::SandboxProvider::new(),
-        PG_SECRET,
-        Duration::from_millis(1_500),
-    );
-    let pg_stop = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(pg_listener, pg_router)
-            .with_graceful_shutdown(pg_stop.wait())
-            .await
-    });
-    let ingress = IngressSettings {
-        http: HttpSettings {
-            listen: addr,
-            admin_email: Some("admin@example.com".into()),
-            admin_password: Some("admin-password-1".into()),
-            token_secret: Some("an-integration-test-secret-of-enough-length".into()),
-            phone_keys: Some(ticketing_ingress::security::phone::PhoneCipher::generate_spec("it1")),
-            card_keys: Some(ticketing_ingress::security::card::CardCipher::generate_spec("it1")),
-            access_ttl_secs: 900,
-            refresh_ttl_secs: 3600,
-            decision_timeout_ms: 5_000,
-            // Payments cut short by the outage are settled soon.
-            payment_sweep_after_secs: 10,
-            schedules: schedules(),
-        },
-        stack: stack_settings(&keyspace),
-        pg_url: Some(format!("http://{pg}")),
-        pg_secret_key: Some(PG_SECRET.into()),
-        pg_timeout_ms: 1_000,
-    };
-    let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sink = SinkSettings {
-        stack: stack_settings(&keyspace),
-        ops_listen: ops.local_addr().unwrap(),
-        group: format!("catalog-sink-{keyspace}"),
-        schedules: schedules(),
-    };
-    let tasks = vec![
-        tokio::spawn(ticketing::stack::run_ingress(
-            ingress,
-            listener,
-            stop.clone(),
-        )),
-        tokio::spawn(ticketing::stack::run_sink(sink, ops, stop)),
-    ];
-    let api = Api::new(addr);
-    api.wait_ready().await;
+    let pg = spawn_pg_sandbox(PG_SECRET, stop.clone()).await;
+    // Payments cut short by the outage are settled soon (sweeper after 10 s).
+    let ingress = test_ingress(addr, &keyspace, pg, PG_SECRET, schedules(), 5_000, 10);
+    let (api, tasks) =
+        start_ingress_and_sink(ingress, listener, &keyspace, schedules(), stop).await;
 
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("processor.log");
-    let ops = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let ops_addr = ops.local_addr().unwrap();
-    drop(ops);
-    let out = std::fs::File::create(&log).unwrap();
-    let s = schedules();
-    let processor = Command::new(env!("CARGO_BIN_EXE_ticketing"))
-        .arg("processor")
-        .env("TICKETING_PROCESSOR_GROUP", GROUP)
-        .env("TICKETING_INSTANCE_ID", format!("broker-{keyspace}"))
-        .env("TICKETING_SNAPSHOT_EVERY", "50")
-        .env("TICKETING_OPS_LISTEN", ops_addr.to_string())
-        .env(
-            "TICKETING_ADMISSION_MAX_ACTIVE",
-            s.admission_max_active.to_string(),
-        )
-        .env(
-            "TICKETING_ADMISSION_TTL_SECS",
-            s.admission_ttl_secs.to_string(),
-        )
-        .env("TICKETING_HOLD_TTL_SECS", s.hold_ttl_secs.to_string())
-        .env(
-            "TICKETING_MAX_SEATS_PER_USER",
-            s.max_seats_per_user.to_string(),
-        )
-        .env("TICKETING_PAYMENT_TTL_SECS", s.payment_ttl_secs.to_string())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::from(out.try_clone().unwrap()))
-        .stderr(Stdio::from(out))
-        .spawn()
-        .expect("the ticketing binary starts");
+    let ops_addr = free_addr();
+    let processor = spawn_processor_process(
+        &format!("broker-{keyspace}"),
+        GROUP,
+        50,
+        &schedules(),
+        ops_addr,
+        &log,
+    );
     let rig = Rig {
         api,
         processor_ops: Api::new(ops_addr),
-        processor: Killed(processor),
+        processor,
         log,
         trigger,
         tasks,
@@ -290,55 +214,34 @@ async fn buy(api: &Api, schedule: &str, buyer: &Account, i: usize) -> Bought {
         payment_id: None,
     };
     for attempt in 0..30 {
-        let free: Vec<_> = seat_statuses(api, schedule)
-            .await
-            .into_iter()
-            .filter(|x| x.2 == "AVAILABLE")
-            .collect();
-        if free.is_empty() {
-            break;
-        }
-        let want = 1 + (i + attempt) % 2;
-        let pick: Vec<(u64, u64)> = free
-            .iter()
-            .cycle()
-            .skip((i * 7 + attempt) % free.len())
-            .take(want.min(free.len()))
-            .map(|x| (x.0, x.1))
-            .collect();
-        let seats: Vec<Value> = pick
-            .iter()
-            .map(|(r, c)| json!({"row": r, "col": c}))
-            .collect();
-        let (s, body) = hold(
-            api,
-            &format!("/api/v1/schedules/{schedule}/holds"),
-            &buyer.access,
-            json!(seats),
-        )
+        let (pick, ids) = match try_hold(api, schedule, &buyer.access, i, attempt).await {
+            HoldTry::Held { seats, booking_ids } => (seats, booking_ids),
+            HoldTry::Taken => continue,
+            HoldTry::NoneFree => break,
+        };
+        // The payment route reads the bookings from the read model, which
+        // trails the hold's answer (by a lot while the schedule view sink
+        // replays the changelog after a start or an outage).
+        eventually("the held bookings in the read model", 120, || async {
+            let pending: BTreeSet<String> = bookings(api, &buyer.access)
+                .await
+                .into_iter()
+                .filter(|b| b["status"] == "PENDING")
+                .map(|b| b["booking_id"].as_str().unwrap_or_default().to_string())
+                .collect();
+            ids.iter().all(|id| pending.contains(id)).then_some(())
+        })
         .await;
-        match s {
-            StatusCode::CREATED => {
-                let ids: Vec<String> = body["booking_ids"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_str().unwrap().to_string())
-                    .collect();
-                let key = uuid::Uuid::new_v4().to_string();
-                let (s, paid) = pay(api, &buyer.access, &key, &ids, CARD_OK).await;
-                assert!(
-                    s == StatusCode::CREATED || s == StatusCode::OK,
-                    "{s} {paid}"
-                );
-                assert_eq!(paid["status"], "COMPLETED", "{paid}");
-                bought.seats = pick.into_iter().collect();
-                bought.payment_id = Some(paid["payment_id"].as_str().unwrap().to_string());
-                break;
-            }
-            StatusCode::CONFLICT => assert_eq!(body["code"], "SEAT_UNAVAILABLE", "{body}"),
-            other => panic!("hold answered {other}: {body}"),
-        }
+        let key = uuid::Uuid::new_v4().to_string();
+        let (s, paid) = pay(api, &buyer.access, &key, &ids, CARD_OK).await;
+        assert!(
+            s == StatusCode::CREATED || s == StatusCode::OK,
+            "{s} {paid}"
+        );
+        assert_eq!(paid["status"], "COMPLETED", "{paid}");
+        bought.seats = pick.into_iter().collect();
+        bought.payment_id = Some(paid["payment_id"].as_str().unwrap().to_string());
+        break;
     }
     let (s, body) = api
         .command(

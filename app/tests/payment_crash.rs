@@ -14,7 +14,7 @@ mod common;
 
 use common::*;
 use reqwest::StatusCode;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use ticketing::settings::{
     HttpSettings, IngressSettings, ProcessorSettings, ScheduleSettings, SinkSettings,
@@ -54,17 +54,6 @@ fn http(listen: std::net::SocketAddr, card_keys: &str, sweep_after: u64) -> Http
         decision_timeout_ms: 10_000,
         payment_sweep_after_secs: sweep_after,
         schedules: schedules(),
-    }
-}
-
-/// A child process that is killed when dropped, so a failing test never
-/// leaves it running.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

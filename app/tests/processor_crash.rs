@@ -13,9 +13,8 @@ mod common;
 
 use common::*;
 use reqwest::StatusCode;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use ticketing::settings::{HttpSettings, IngressSettings, ScheduleSettings, SinkSettings};
+use ticketing::settings::{HttpSettings, IngressSettings, ScheduleSettings};
 use ticketing_runtime::shutdown;
 
 /// The real-stack tests' processor group: one group per cluster, since every
@@ -37,50 +36,10 @@ fn schedules() -> ScheduleSettings {
     }
 }
 
-/// A child process that is killed when dropped, so a failing test never
-/// leaves a processor behind in the shared group.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The processor as a child process; its log goes to `log`.
+/// The processor as a child process; its log goes to `log`. The restart
+/// restores from snapshots plus the changelog after them.
 fn spawn_processor(instance: &str, log: &std::path::Path) -> Killed {
-    Killed(spawn_child(instance, log))
-}
-
-fn spawn_child(instance: &str, log: &std::path::Path) -> Child {
-    let ops = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let ops_addr = ops.local_addr().unwrap();
-    drop(ops);
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_ticketing"))
-        .arg("processor")
-        .env("TICKETING_PROCESSOR_GROUP", GROUP)
-        .env("TICKETING_INSTANCE_ID", instance)
-        // The restart restores from snapshots plus the changelog after them.
-        .env("TICKETING_SNAPSHOT_EVERY", "20")
-        .env("TICKETING_OPS_LISTEN", ops_addr.to_string())
-        .env("TICKETING_ADMISSION_MAX_ACTIVE", MAX_ACTIVE.to_string())
-        .env("TICKETING_ADMISSION_TTL_SECS", "600")
-        .env("TICKETING_HOLD_TTL_SECS", HOLD_TTL_SECS.to_string())
-        .env(
-            "TICKETING_MAX_SEATS_PER_USER",
-            SCENARIO_MAX_SEATS.to_string(),
-        )
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::from(out.try_clone().unwrap()))
-        .stderr(Stdio::from(out))
-        .spawn()
-        .expect("the ticketing binary starts")
+    spawn_processor_process(instance, GROUP, 20, &schedules(), free_addr(), log)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -109,23 +68,8 @@ async fn kill_9_of_the_processor_mid_sale_loses_and_doubles_nothing() {
         pg_secret_key: Some("test_sk_unused".into()),
         pg_timeout_ms: 1_000,
     };
-    let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sink = SinkSettings {
-        stack: stack_settings(&keyspace),
-        ops_listen: ops.local_addr().unwrap(),
-        group: format!("catalog-sink-{keyspace}"),
-        schedules: schedules(),
-    };
-    let tasks = vec![
-        tokio::spawn(ticketing::stack::run_ingress(
-            ingress,
-            listener,
-            stop.clone(),
-        )),
-        tokio::spawn(ticketing::stack::run_sink(sink, ops, stop)),
-    ];
-    let api = Api::new(addr);
-    api.wait_ready().await;
+    let (api, tasks) =
+        start_ingress_and_sink(ingress, listener, &keyspace, schedules(), stop).await;
 
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("processor.log");

@@ -12,9 +12,7 @@ use reqwest::StatusCode;
 use scylla::client::session_builder::SessionBuilder;
 use std::sync::Arc;
 use std::time::Duration;
-use ticketing::settings::{
-    HttpSettings, IngressSettings, ProcessorSettings, ScheduleSettings, SinkSettings,
-};
+use ticketing::settings::{ProcessorSettings, ScheduleSettings, SinkSettings};
 use ticketing_domain::events::{Event, EventMeta, StageCreated};
 use ticketing_domain::ids::{EventId, StageId, UserId};
 use ticketing_runtime::shutdown::{self, ShutdownTrigger};
@@ -60,41 +58,16 @@ async fn start() -> Stack {
     let (trigger, stop) = shutdown::channel();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    // The sandbox PG over HTTP, as `ticketing pg-sandbox` serves it.
-    let pg_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let pg = pg_listener.local_addr().unwrap();
-    let pg_router = ticketing_payments::http::sandbox_router(
-        ticketing_payments::sandbox::SandboxProvider::new(),
+    let pg = spawn_pg_sandbox(PG_SECRET, stop.clone()).await;
+    let ingress = test_ingress(
+        addr,
+        &keyspace,
+        pg,
         PG_SECRET,
-        Duration::from_millis(1_500),
+        schedule_settings(),
+        10_000,
+        60,
     );
-    let pg_stop = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(pg_listener, pg_router)
-            .with_graceful_shutdown(pg_stop.wait())
-            .await
-    });
-    let ingress = IngressSettings {
-        http: HttpSettings {
-            listen: addr,
-            admin_email: Some("admin@example.com".into()),
-            admin_password: Some("admin-password-1".into()),
-            token_secret: Some("an-integration-test-secret-of-enough-length".into()),
-            phone_keys: Some(ticketing_ingress::security::phone::PhoneCipher::generate_spec("it1")),
-            card_keys: Some(ticketing_ingress::security::card::CardCipher::generate_spec("it1")),
-            access_ttl_secs: 900,
-            refresh_ttl_secs: 3600,
-            decision_timeout_ms: 10_000,
-            payment_sweep_after_secs: 60,
-            schedules: schedule_settings(),
-        },
-        stack: stack_settings(&keyspace),
-        pg_url: Some(format!("http://{pg}")),
-        pg_secret_key: Some(PG_SECRET.into()),
-        // Shorter than the sandbox's "timeout" card delay, so that card's
-        // answer is lost as a real timeout loses it.
-        pg_timeout_ms: 1_000,
-    };
     let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sink_ops = Api::new(ops.local_addr().unwrap());
     let sink = SinkSettings {

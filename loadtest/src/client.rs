@@ -34,15 +34,14 @@ impl Client {
         })
     }
 
-    pub async fn call(
+    fn request(
         &self,
-        op: Op,
         method: Method,
         path: &str,
         token: Option<&str>,
         idempotency_key: Option<&str>,
         body: Option<Value>,
-    ) -> anyhow::Result<Answer> {
+    ) -> reqwest::RequestBuilder {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -53,6 +52,19 @@ impl Client {
         if let Some(b) = body {
             req = req.json(&b);
         }
+        req
+    }
+
+    pub async fn call(
+        &self,
+        op: Op,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        idempotency_key: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<Answer> {
+        let req = self.request(method, path, token, idempotency_key, body);
         let started = Instant::now();
         let result = req.send().await;
         let res = match result {
@@ -67,6 +79,25 @@ impl Client {
         self.stats.record(op, status, started.elapsed());
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Ok(Answer { status, body })
+    }
+
+    /// One request, untimed and never retried: the open-loop mode times
+    /// from when a request was due and counts a 503 as a failure.
+    pub async fn once(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        idempotency_key: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<StatusCode> {
+        let res = self
+            .request(method, path, token, idempotency_key, body)
+            .send()
+            .await?;
+        let status = res.status();
+        res.bytes().await?;
+        Ok(status)
     }
 
     /// A command the processor decides: a 503 `DECISION_PENDING` (or any 503)

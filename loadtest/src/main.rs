@@ -8,8 +8,13 @@
 //! It drives any running platform through its public HTTP API: `ticketing dev`
 //! or the real stack's ingress. `loadtest/run.sh` starts either and records the
 //! result.
+//!
+//! `--mode open` and `--mode capacity` measure capacity instead of a sale:
+//! holds at a fixed offered rate, latency from the intended send time (see
+//! [`openloop`]).
 
 mod client;
+mod openloop;
 mod stats;
 mod verdict;
 
@@ -67,6 +72,37 @@ struct Args {
     /// succeeds); without it they leave holding.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pay: bool,
+    /// `closed`: the flash sale (each buyer waits for its answers). `open`:
+    /// holds at `--rate` per second for `--step-secs`. `capacity`: open-loop
+    /// steps from `--rate` up by `--step-factor` to `--max-rate`, stopping at
+    /// the first whose p99 exceeds `--p99-bound-ms` or that has an error.
+    /// The open modes need every buyer admitted at once: start the platform
+    /// with TICKETING_ADMISSION_MAX_ACTIVE at least the buyers they sign up.
+    #[arg(long, value_enum, default_value_t = Mode::Closed)]
+    mode: Mode,
+    /// Offered holds per second (the first step of a capacity search).
+    #[arg(long, default_value_t = 500.0)]
+    rate: f64,
+    #[arg(long, default_value_t = 8000.0)]
+    max_rate: f64,
+    #[arg(long, default_value_t = 1.5)]
+    step_factor: f64,
+    #[arg(long, default_value_t = 5)]
+    step_secs: u64,
+    #[arg(long, default_value_t = 100.0)]
+    p99_bound_ms: f64,
+    /// Single-seat holds per buyer in the open modes (at most the platform's
+    /// TICKETING_MAX_SEATS_PER_USER).
+    #[arg(long, default_value_t = 4)]
+    holds_per_buyer: usize,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Mode {
+    Closed,
+    Open,
+    Capacity,
 }
 
 const TEST_CARD: &str = "4242424242424242";
@@ -291,17 +327,13 @@ async fn main() -> anyhow::Result<()> {
     let stats = Arc::new(Stats::default());
     let client = Client::new(&args.base_url, stats.clone())?;
     let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    if args.mode != Mode::Closed {
+        return open_loop(&args, &client, &run).await;
+    }
 
     // ----- setup (not measured) ------------------------------------------
     let setup = Instant::now();
-    let seller = client
-        .account("SELLER", &format!("seller-{run}"))
-        .await
-        .context("the seller's account")?;
-    let schedule = client
-        .schedule(&seller, args.rows, args.cols, 90)
-        .await
-        .context("the schedule")?;
+    let schedule = seller_schedule(client.clone(), &run, &args).await?;
     let tokens: Vec<String> = stream::iter(0..args.buyers)
         .map(|i| {
             let client = client.clone();
@@ -436,11 +468,7 @@ async fn main() -> anyhow::Result<()> {
         outcomes,
         requests,
     };
-    let text = serde_json::to_string_pretty(&report)?;
-    println!("{text}");
-    if let Some(path) = &args.json {
-        std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
-    }
+    print_report(&args, &report)?;
     eprintln!(
         "{}: {} buyers, {} seats: joins/s {:.0}, holds/s {:.0}, payments/s {:.0}, sold out in {}, oversold {}",
         report.target,
@@ -455,5 +483,175 @@ async fn main() -> anyhow::Result<()> {
         report.oversold
     );
     anyhow::ensure!(verdict.is_clean(), "the sale is not clean: {verdict:?}");
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct OpenReport {
+    target: String,
+    mode: Mode,
+    seats: usize,
+    buyers: usize,
+    setup_secs: f64,
+    p99_bound_ms: f64,
+    steps: Vec<openloop::Step>,
+    /// The highest offered rate whose step held (p99 within the bound, no
+    /// error); `None` if the first step failed.
+    capacity_per_sec: Option<f64>,
+    /// Seats the map shows HELD after the run, which must equal the holds
+    /// answered 201 (each request asked for a seat nobody else wanted).
+    seats_held_in_map: usize,
+    holds_answered_ok: u64,
+}
+
+/// `--mode open` and `--mode capacity`.
+async fn open_loop(args: &Args, client: &Client, run: &str) -> anyhow::Result<()> {
+    let duration = Duration::from_secs(args.step_secs.max(1));
+    let rates = match args.mode {
+        Mode::Open => vec![args.rate],
+        _ => openloop::rates(args.rate, args.step_factor, args.max_rate),
+    };
+    let total = openloop::requests_for(&rates, duration);
+    let seats = (args.rows * args.cols) as usize;
+    anyhow::ensure!(
+        total <= seats,
+        "the steps need {total} seats; the schedule has {seats} (raise --rows/--cols)"
+    );
+    let per_buyer = args.holds_per_buyer.max(1);
+    let buyers = total.div_ceil(per_buyer);
+
+    let setup = Instant::now();
+    let schedule = seller_schedule(client.clone(), run, args).await?;
+    let queue = format!("/api/v1/schedules/{schedule}/queue");
+    // Everyone signs up, joins and is admitted before the clock starts.
+    let tokens: Vec<String> = stream::iter(0..buyers)
+        .map(|i| {
+            let (client, queue) = (client.clone(), queue.clone());
+            let tag = format!("o{i}-{run}");
+            async move {
+                let token = client.account("USER", &tag).await?;
+                let a = client
+                    .command(Op::Join, Method::POST, &queue, &token, Some(json!({})))
+                    .await?;
+                anyhow::ensure!(a.status.is_success(), "join answered {}: {}", a.status, a.body);
+                let mut status = a.body["status"].as_str().unwrap_or_default().to_string();
+                let waited = Instant::now();
+                while status != "ADMITTED" {
+                    anyhow::ensure!(
+                        waited.elapsed() < Duration::from_secs(60),
+                        "buyer {i} is {status}, not ADMITTED: start the platform with TICKETING_ADMISSION_MAX_ACTIVE >= {buyers}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let me = client
+                        .call(Op::Status, Method::GET, &format!("{queue}/me"), Some(&token), None, None)
+                        .await?;
+                    status = me.body["status"].as_str().unwrap_or_default().to_string();
+                }
+                Ok(token)
+            }
+        })
+        .buffered(args.setup_concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()
+        .context("the buyers")?;
+    let setup_secs = setup.elapsed().as_secs_f64();
+    eprintln!(
+        "setup: {buyers} admitted buyers and a {}x{} schedule in {setup_secs:.1}s",
+        args.rows, args.cols
+    );
+
+    let targets = openloop::Targets {
+        schedule: &schedule,
+        cols: args.cols,
+        tokens: &tokens,
+        per_buyer,
+    };
+    let mut steps = Vec::new();
+    let mut first = 0;
+    let mut capacity = None;
+    for rate in rates {
+        let step = openloop::step(client, &targets, first, rate, duration).await;
+        first += step.sent;
+        eprintln!(
+            "offered {:>6.0}/s: achieved {:>6.0}/s, p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms, errors {:?}",
+            step.offered_per_sec, step.achieved_per_sec, step.p50_ms, step.p99_ms, step.p999_ms, step.max_ms, step.errors
+        );
+        let held = step.held(args.p99_bound_ms);
+        steps.push(step);
+        if held {
+            capacity = Some(rate);
+        } else if args.mode == Mode::Capacity {
+            break;
+        }
+        // Let the queue of the step drain before the next one starts.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let ok: u64 = steps.iter().map(|s| s.ok).sum();
+    let held_in_map = eventually_held(client, &schedule, ok as usize).await?;
+    let report = OpenReport {
+        target: args.target.clone(),
+        mode: args.mode,
+        seats,
+        buyers,
+        setup_secs,
+        p99_bound_ms: args.p99_bound_ms,
+        steps,
+        capacity_per_sec: capacity,
+        seats_held_in_map: held_in_map,
+        holds_answered_ok: ok,
+    };
+    print_report(args, &report)?;
+    eprintln!(
+        "{}: capacity {} holds/s at p99 <= {} ms",
+        report.target,
+        capacity.map_or("(first step failed)".to_string(), |c| format!("{c:.0}")),
+        args.p99_bound_ms
+    );
+    anyhow::ensure!(
+        held_in_map == ok as usize,
+        "the map shows {held_in_map} seats HELD, but {ok} holds were answered 201"
+    );
+    Ok(())
+}
+
+/// The HELD seats of the map, once the read model has caught up with `want`
+/// (or after 60 s, whatever it shows then).
+async fn eventually_held(client: &Client, schedule: &str, want: usize) -> anyhow::Result<usize> {
+    let started = Instant::now();
+    loop {
+        let held = client
+            .seats(schedule)
+            .await?
+            .iter()
+            .filter(|s| s.2 == "HELD")
+            .count();
+        if held == want || started.elapsed() > Duration::from_secs(60) {
+            return Ok(held);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A seller and their schedule of `--rows` × `--cols` seats, on sale now.
+async fn seller_schedule(client: Client, run: &str, args: &Args) -> anyhow::Result<String> {
+    let seller = client
+        .account("SELLER", &format!("seller-{run}"))
+        .await
+        .context("the seller's account")?;
+    client
+        .schedule(&seller, args.rows, args.cols, 90)
+        .await
+        .context("the schedule")
+}
+
+/// The JSON report on standard output, and in `--json` if given.
+fn print_report(args: &Args, report: &impl Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
+    println!("{text}");
+    if let Some(path) = &args.json {
+        std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(())
 }

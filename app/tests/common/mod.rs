@@ -1061,36 +1061,13 @@ pub async fn run_buyers(api: &Api, schedule: &str, accounts: &[Account]) -> Vec<
         }
         let mut held = 0;
         for attempt in 0..20 {
-            let free: Vec<_> = seat_statuses(api, schedule)
-                .await
-                .into_iter()
-                .filter(|x| x.2 == "AVAILABLE")
-                .collect();
-            if free.is_empty() {
-                break;
-            }
-            let want = 1 + (i + attempt) % 2;
-            let pick: Vec<_> = free
-                .iter()
-                .cycle()
-                .skip((i * 7 + attempt) % free.len())
-                .take(want.min(free.len()))
-                .map(|x| json!({"row": x.0, "col": x.1}))
-                .collect();
-            let (s, body) = hold(
-                api,
-                &format!("/api/v1/schedules/{schedule}/holds"),
-                &buyer.access,
-                json!(pick),
-            )
-            .await;
-            match s {
-                StatusCode::CREATED => {
-                    held = body["booking_ids"].as_array().unwrap().len();
+            match try_hold(api, schedule, &buyer.access, i, attempt).await {
+                HoldTry::Held { booking_ids, .. } => {
+                    held = booking_ids.len();
                     break;
                 }
-                StatusCode::CONFLICT => assert_eq!(body["code"], "SEAT_UNAVAILABLE", "{body}"),
-                other => panic!("hold answered {other}: {body}"),
+                HoldTry::Taken => {}
+                HoldTry::NoneFree => break,
             }
         }
         let (s, body) = api
@@ -1838,4 +1815,214 @@ pub async fn request_logs_scenario(api: &Api, manager: &str) {
         items.iter().map(|i| i["request_id"].to_string()).collect();
     assert_eq!(ids.len(), items.len(), "each request once across the pages");
     assert_newest_first(&items, "time");
+}
+
+/// A child process that is killed (and reaped) when dropped, so a failing
+/// test never leaves one behind, in the shared processor group or elsewhere.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free port on 127.0.0.1 (bound, read, released).
+pub fn free_addr() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// `ticketing processor` as a child process: a member of `group`, deciding
+/// with `schedules`, its ops endpoints on `ops`, its output appended to `log`.
+pub fn spawn_processor_process(
+    instance: &str,
+    group: &str,
+    snapshot_every: usize,
+    schedules: &ticketing::settings::ScheduleSettings,
+    ops: std::net::SocketAddr,
+    log: &std::path::Path,
+) -> Killed {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ticketing"))
+        .arg("processor")
+        .env("TICKETING_PROCESSOR_GROUP", group)
+        .env("TICKETING_INSTANCE_ID", instance)
+        .env("TICKETING_SNAPSHOT_EVERY", snapshot_every.to_string())
+        .env("TICKETING_OPS_LISTEN", ops.to_string())
+        .env(
+            "TICKETING_ADMISSION_MAX_ACTIVE",
+            schedules.admission_max_active.to_string(),
+        )
+        .env(
+            "TICKETING_ADMISSION_TTL_SECS",
+            schedules.admission_ttl_secs.to_string(),
+        )
+        .env(
+            "TICKETING_HOLD_TTL_SECS",
+            schedules.hold_ttl_secs.to_string(),
+        )
+        .env(
+            "TICKETING_MAX_SEATS_PER_USER",
+            schedules.max_seats_per_user.to_string(),
+        )
+        .env(
+            "TICKETING_PAYMENT_TTL_SECS",
+            schedules.payment_ttl_secs.to_string(),
+        )
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::from(out.try_clone().unwrap()))
+        .stderr(std::process::Stdio::from(out))
+        .spawn()
+        .expect("the ticketing binary starts");
+    Killed(child)
+}
+
+/// The sandbox PG over HTTP, as `ticketing pg-sandbox` serves it, until
+/// `stop`; its "timeout" card keeps a caller waiting 1.5 s.
+pub async fn spawn_pg_sandbox(
+    secret: &str,
+    stop: ticketing_runtime::shutdown::Shutdown,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = ticketing_payments::http::sandbox_router(
+        ticketing_payments::sandbox::SandboxProvider::new(),
+        secret,
+        std::time::Duration::from_millis(1_500),
+    );
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(stop.wait())
+            .await
+    });
+    addr
+}
+
+/// An ingress of the real-stack tests: its own keyspace, the first MANAGER
+/// `admin@example.com` / `admin-password-1`, fresh keys, the sandbox PG at
+/// `pg` (whose answers it waits 1 s for, shorter than the "timeout" card).
+pub fn test_ingress(
+    listen: std::net::SocketAddr,
+    keyspace: &str,
+    pg: std::net::SocketAddr,
+    pg_secret: &str,
+    schedules: ticketing::settings::ScheduleSettings,
+    decision_timeout_ms: u64,
+    payment_sweep_after_secs: u64,
+) -> ticketing::settings::IngressSettings {
+    use ticketing_ingress::security::{card::CardCipher, phone::PhoneCipher};
+    ticketing::settings::IngressSettings {
+        http: ticketing::settings::HttpSettings {
+            listen,
+            admin_email: Some("admin@example.com".into()),
+            admin_password: Some("admin-password-1".into()),
+            token_secret: Some("an-integration-test-secret-of-enough-length".into()),
+            phone_keys: Some(PhoneCipher::generate_spec("it1")),
+            card_keys: Some(CardCipher::generate_spec("it1")),
+            access_ttl_secs: 900,
+            refresh_ttl_secs: 3600,
+            decision_timeout_ms,
+            payment_sweep_after_secs,
+            schedules,
+        },
+        stack: stack_settings(keyspace),
+        pg_url: Some(format!("http://{pg}")),
+        pg_secret_key: Some(pg_secret.into()),
+        pg_timeout_ms: 1_000,
+    }
+}
+
+/// One hold attempt of buyer `i`: 1 or 2 of the seats the map shows free.
+pub enum HoldTry {
+    Held {
+        seats: Vec<(u64, u64)>,
+        booking_ids: Vec<String>,
+    },
+    /// Someone was faster (409 `SEAT_UNAVAILABLE`): look again.
+    Taken,
+    NoneFree,
+}
+
+/// Holds 1 or 2 of the free seats (which ones varies with `i` and `attempt`,
+/// so buyers spread), retried through 503s. Panics on any other answer.
+pub async fn try_hold(api: &Api, schedule: &str, token: &str, i: usize, attempt: usize) -> HoldTry {
+    let free: Vec<_> = seat_statuses(api, schedule)
+        .await
+        .into_iter()
+        .filter(|x| x.2 == "AVAILABLE")
+        .collect();
+    if free.is_empty() {
+        return HoldTry::NoneFree;
+    }
+    let want = 1 + (i + attempt) % 2;
+    let seats: Vec<(u64, u64)> = free
+        .iter()
+        .cycle()
+        .skip((i * 7 + attempt) % free.len())
+        .take(want.min(free.len()))
+        .map(|x| (x.0, x.1))
+        .collect();
+    let body: Vec<Value> = seats
+        .iter()
+        .map(|(r, c)| json!({"row": r, "col": c}))
+        .collect();
+    let (s, body) = hold(
+        api,
+        &format!("/api/v1/schedules/{schedule}/holds"),
+        token,
+        json!(body),
+    )
+    .await;
+    match s {
+        StatusCode::CREATED => HoldTry::Held {
+            seats,
+            booking_ids: body["booking_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap().to_string())
+                .collect(),
+        },
+        StatusCode::CONFLICT => {
+            assert_eq!(body["code"], "SEAT_UNAVAILABLE", "{body}");
+            HoldTry::Taken
+        }
+        other => panic!("hold answered {other}: {body}"),
+    }
+}
+
+/// An ingress and a sink of the real-stack tests in this process, until
+/// `stop`; answers the API once the ingress is ready, and the tasks.
+pub async fn start_ingress_and_sink(
+    ingress: ticketing::settings::IngressSettings,
+    listener: tokio::net::TcpListener,
+    keyspace: &str,
+    schedules: ticketing::settings::ScheduleSettings,
+    stop: ticketing_runtime::shutdown::Shutdown,
+) -> (Api, Vec<tokio::task::JoinHandle<anyhow::Result<()>>>) {
+    let addr = listener.local_addr().unwrap();
+    let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink = ticketing::settings::SinkSettings {
+        stack: stack_settings(keyspace),
+        ops_listen: ops.local_addr().unwrap(),
+        group: format!("catalog-sink-{keyspace}"),
+        schedules,
+    };
+    let tasks = vec![
+        tokio::spawn(ticketing::stack::run_ingress(
+            ingress,
+            listener,
+            stop.clone(),
+        )),
+        tokio::spawn(ticketing::stack::run_sink(sink, ops, stop)),
+    ];
+    let api = Api::new(addr);
+    api.wait_ready().await;
+    (api, tasks)
 }
