@@ -122,17 +122,22 @@ impl Api {
         read(req.send().await.expect("request sent")).await
     }
 
-    /// Waits for `/readyz`, so tests never race the start-up.
+    /// Waits for `/readyz`, so tests never race the start-up. A real-stack
+    /// ingress creates its keyspace and runs the CQL migrations first, which
+    /// a loaded 2-core machine can take tens of seconds over.
     pub async fn wait_ready(&self) {
-        for _ in 0..600 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let mut last = String::from("no answer");
+        while std::time::Instant::now() < deadline {
             if let Ok(r) = self.http.get(format!("{}/readyz", self.base)).send().await {
                 if r.status() == StatusCode::OK {
                     return;
                 }
+                last = format!("{}: {}", r.status(), r.text().await.unwrap_or_default());
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        panic!("{} never became ready", self.base);
+        panic!("{} never became ready ({last})", self.base);
     }
 }
 

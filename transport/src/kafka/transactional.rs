@@ -131,6 +131,18 @@ impl ConsumerContext for TxContext {
 
 type TxConsumer = StreamConsumer<TxContext>;
 
+/// How the open transaction must end before anything else happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finish {
+    Abort,
+    /// `commit_transaction` timed out: librdkafka refuses an abort while
+    /// that commit is in progress ("conflicting commit_transaction API
+    /// call"); the call must be made again until it resolves. If it
+    /// commits, the batch is in the log after all, which the rewind's
+    /// restore reads like any other.
+    ResumeCommit,
+}
+
 /// What must happen after a failed transaction before records flow again, in
 /// this order. Nothing is handed out while any of it is pending: the
 /// processor's in-memory state still holds the failed batch's decisions until
@@ -140,8 +152,7 @@ struct Recovery {
     /// The producer is in a fatal state: replace it (`init_transactions`
     /// aborts whatever its predecessor left open).
     renew_producer: bool,
-    /// The open transaction must be aborted.
-    abort: bool,
+    finish: Option<Finish>,
     /// Seek every owned partition to its committed offset and tell the
     /// processor to restore.
     rewind: bool,
@@ -149,8 +160,15 @@ struct Recovery {
 
 impl Recovery {
     fn pending(&self) -> bool {
-        self.renew_producer || self.abort || self.rewind
+        self.renew_producer || self.finish.is_some() || self.rewind
     }
+}
+
+/// Where in a transaction a call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Open,
+    Commit,
 }
 
 pub struct KafkaTransactionalStream {
@@ -198,6 +216,16 @@ fn is_fatal(e: &KafkaError) -> bool {
             )
         ),
     }
+}
+
+/// A transactional call that may be made again (a timeout).
+fn retriable(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::Transaction(err) if err.is_retriable())
+}
+
+/// A transactional error after which only an abort is allowed.
+fn requires_abort(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::Transaction(err) if err.txn_requires_abort())
 }
 
 fn producer_for(
@@ -357,40 +385,53 @@ impl KafkaTransactionalStream {
 
     /// Records what a failed transaction leaves to do, tries it once, and
     /// says what the caller gets: `Closed` only when this instance must stop.
-    async fn fail(&mut self, why: KafkaError) -> TransportError {
+    async fn fail(&mut self, why: KafkaError, stage: Stage) -> TransportError {
         if is_fatal(&why) {
-            let now = Instant::now();
-            self.fatal.push_back(now);
-            while self
-                .fatal
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > FATAL_WINDOW)
-            {
-                self.fatal.pop_front();
+            if let Some(stop) = self.count_fatal(&why) {
+                return stop;
             }
-            if self.fatal.len() > self.fatal_limit {
-                tracing::error!(group = %self.group, transactional_id = %self.transactional_id,
-                    fatal_errors = self.fatal.len(), window_secs = FATAL_WINDOW.as_secs(), error = %why,
-                    "the transactional producer keeps failing fatally (another live instance with this transactional id?); this processor instance stops");
-                self.closed = true;
-                return TransportError::Closed;
-            }
-            tracing::warn!(group = %self.group, error = %why,
-                "the transactional producer failed fatally (a broker restart mid-transaction does this); it is renewed and the partitions restored");
             self.recovery = Recovery {
                 renew_producer: true,
-                abort: false,
+                finish: None,
                 rewind: true,
             };
         } else {
-            tracing::warn!(group = %self.group, error = %why, "transaction aborted");
-            self.recovery.abort = true;
+            let resume = stage == Stage::Commit && retriable(&why);
+            tracing::warn!(group = %self.group, error = %why, resume_commit = resume, "transaction failed");
+            self.recovery.finish = Some(if resume {
+                Finish::ResumeCommit
+            } else {
+                Finish::Abort
+            });
             self.recovery.rewind = true;
         }
         match self.recover().await {
-            Ok(()) => TransportError::Unavailable(format!("transaction aborted: {why}")),
+            Ok(()) => TransportError::Unavailable(format!("transaction failed: {why}")),
             Err(e) => e,
         }
+    }
+
+    /// Counts a fatal producer error; `Some(Closed)` once there were too many.
+    fn count_fatal(&mut self, why: &dyn std::fmt::Display) -> Option<TransportError> {
+        let now = Instant::now();
+        self.fatal.push_back(now);
+        while self
+            .fatal
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > FATAL_WINDOW)
+        {
+            self.fatal.pop_front();
+        }
+        if self.fatal.len() > self.fatal_limit {
+            tracing::error!(group = %self.group, transactional_id = %self.transactional_id,
+                fatal_errors = self.fatal.len(), window_secs = FATAL_WINDOW.as_secs(), error = %why,
+                "the transactional producer keeps failing fatally (another live instance with this transactional id?); this processor instance stops");
+            self.closed = true;
+            return Some(TransportError::Closed);
+        }
+        tracing::warn!(group = %self.group, error = %why,
+            "the transactional producer failed fatally (a broker restart mid-transaction does this); it is renewed and the partitions restored");
+        None
     }
 
     /// Does what [`Recovery`] says, one step at a time, each bounded. `Ok`
@@ -398,6 +439,17 @@ impl KafkaTransactionalStream {
     /// a step finish (called again later, it resumes); `Closed` if the
     /// instance must stop.
     async fn recover(&mut self) -> Result<(), TransportError> {
+        // librdkafka may have turned the producer fatal in the background
+        // (an epoch bump seen by its own threads) while a step kept failing
+        // for another reason: no step of the old producer can succeed then.
+        if !self.recovery.renew_producer {
+            if let Some((code, why)) = self.producer.client().fatal_error() {
+                if let Some(stop) = self.count_fatal(&format!("{code:?}: {why}")) {
+                    return Err(stop);
+                }
+                self.recovery.renew_producer = true;
+            }
+        }
         if self.recovery.renew_producer {
             let producer = producer_for(&self.cfg, &self.transactional_id)?;
             match init(&producer, RECOVERY_STEP_TIMEOUT).await {
@@ -406,11 +458,12 @@ impl KafkaTransactionalStream {
                         "transactional producer renewed");
                     self.producer = producer;
                     self.recovery.renew_producer = false;
-                    self.recovery.abort = false;
+                    // The new producer's init aborted whatever was open.
+                    self.recovery.finish = None;
                 }
                 Err(e) if is_fatal(&e) => {
                     self.recovery.renew_producer = false;
-                    return Err(Box::pin(self.fail(e)).await);
+                    return Err(Box::pin(self.fail(e, Stage::Open)).await);
                 }
                 Err(e) => {
                     return Err(TransportError::Unavailable(format!(
@@ -419,23 +472,33 @@ impl KafkaTransactionalStream {
                 }
             }
         }
-        if self.recovery.abort {
+        if let Some(finish) = self.recovery.finish {
             let producer = self.producer.clone();
-            let aborted = tokio::task::spawn_blocking(move || {
-                producer.abort_transaction(RECOVERY_STEP_TIMEOUT)
+            let ended = tokio::task::spawn_blocking(move || match finish {
+                Finish::Abort => producer.abort_transaction(RECOVERY_STEP_TIMEOUT),
+                Finish::ResumeCommit => producer.commit_transaction(RECOVERY_STEP_TIMEOUT),
             })
             .await
             .map_err(blocking_failed)?;
-            match aborted {
-                Ok(()) => self.recovery.abort = false,
+            match ended {
+                Ok(()) => self.recovery.finish = None,
                 Err(e) if is_fatal(&e) => {
-                    self.recovery.abort = false;
-                    return Err(Box::pin(self.fail(e)).await);
+                    self.recovery.finish = None;
+                    return Err(Box::pin(self.fail(e, Stage::Open)).await);
                 }
                 Err(e) => {
+                    // A resumed commit that must abort after all; an abort
+                    // refused because a timed-out commit is in progress.
+                    if finish == Finish::ResumeCommit && requires_abort(&e) {
+                        self.recovery.finish = Some(Finish::Abort);
+                    } else if finish == Finish::Abort
+                        && e.rdkafka_error_code() == Some(RDKafkaErrorCode::Conflict)
+                    {
+                        self.recovery.finish = Some(Finish::ResumeCommit);
+                    }
                     return Err(TransportError::Unavailable(format!(
-                        "aborting the transaction: {e}"
-                    )))
+                        "ending the transaction ({finish:?}): {e}"
+                    )));
                 }
             }
         }
@@ -565,7 +628,7 @@ impl TransactionalStream for KafkaTransactionalStream {
             .await
             .map_err(blocking_failed)?
         {
-            return Err(self.fail(e).await);
+            return Err(self.fail(e, Stage::Open).await);
         }
         let mut deliveries = Vec::with_capacity(outputs.len());
         for record in &outputs {
@@ -577,14 +640,14 @@ impl TransactionalStream for KafkaTransactionalStream {
             }
             match self.producer.send_result(out) {
                 Ok(delivery) => deliveries.push(delivery),
-                Err((e, _)) => return Err(self.fail(e).await),
+                Err((e, _)) => return Err(self.fail(e, Stage::Open).await),
             }
         }
         for delivery in deliveries {
             match delivery.await {
                 Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(self.fail(e).await),
-                Err(_) => return Err(self.fail(KafkaError::Canceled).await),
+                Ok(Err((e, _))) => return Err(self.fail(e, Stage::Open).await),
+                Err(_) => return Err(self.fail(KafkaError::Canceled, Stage::Open).await),
             }
         }
         let mut next: HashMap<(String, i32), i64> = HashMap::new();
@@ -595,19 +658,22 @@ impl TransactionalStream for KafkaTransactionalStream {
         let producer = self.producer.clone();
         let consumer = self.consumer.clone();
         let produced = !outputs.is_empty();
-        let committed = tokio::task::spawn_blocking(move || -> Result<(), KafkaError> {
+        let committed = tokio::task::spawn_blocking(move || -> Result<(), (KafkaError, Stage)> {
+            let open = |e| (e, Stage::Open);
             let mut tpl = TopicPartitionList::new();
             for ((topic, partition), offset) in &next {
-                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                    .map_err(open)?;
             }
             if next.is_empty() && produced {
                 // Outputs with no input (timer facts): commit the positions
                 // again, unchanged, so the broker still checks this member's
                 // generation (KIP-447) and a member that lost its partitions
                 // without noticing cannot add facts to them.
-                for e in consumer.position()?.elements() {
+                for e in consumer.position().map_err(open)?.elements() {
                     if let Offset::Offset(o) = e.offset() {
-                        tpl.add_partition_offset(e.topic(), e.partition(), Offset::Offset(o))?;
+                        tpl.add_partition_offset(e.topic(), e.partition(), Offset::Offset(o))
+                            .map_err(open)?;
                     }
                 }
             }
@@ -616,10 +682,15 @@ impl TransactionalStream for KafkaTransactionalStream {
                 // has if it handed out the records being committed.
                 let metadata = consumer
                     .group_metadata()
-                    .ok_or(KafkaError::ConsumerCommit(RDKafkaErrorCode::State))?;
-                producer.send_offsets_to_transaction(&tpl, &metadata, TXN_TIMEOUT)?;
+                    .ok_or(KafkaError::ConsumerCommit(RDKafkaErrorCode::State))
+                    .map_err(open)?;
+                producer
+                    .send_offsets_to_transaction(&tpl, &metadata, TXN_TIMEOUT)
+                    .map_err(open)?;
             }
-            producer.commit_transaction(TXN_TIMEOUT)
+            producer
+                .commit_transaction(TXN_TIMEOUT)
+                .map_err(|e| (e, Stage::Commit))
         })
         .await
         .map_err(blocking_failed)?;
@@ -628,7 +699,7 @@ impl TransactionalStream for KafkaTransactionalStream {
                 self.health.beat();
                 Ok(())
             }
-            Err(e) => Err(self.fail(e).await),
+            Err((e, stage)) => Err(self.fail(e, stage).await),
         }
     }
 
