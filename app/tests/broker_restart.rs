@@ -193,22 +193,7 @@ struct Bought {
 /// command is retried with its Idempotency-Key through 503s, as a client does
 /// while the platform recovers.
 async fn buy(api: &Api, schedule: &str, buyer: &Account, i: usize) -> Bought {
-    let queue = format!("/api/v1/schedules/{schedule}/queue");
-    let (s, body) = join(api, &queue, &buyer.access).await;
-    assert!(
-        s == StatusCode::CREATED || s == StatusCode::OK,
-        "{s} {body}"
-    );
-    loop {
-        let (s, body) = api.get(&format!("{queue}/me"), Some(&buyer.access)).await;
-        match body["status"].as_str() {
-            Some("ADMITTED") => break,
-            Some("WAITING") | Some("NOT_IN_QUEUE") => {}
-            None if s == StatusCode::SERVICE_UNAVAILABLE => {}
-            other => panic!("unexpected queue status {other:?}: {body}"),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    join_and_wait_admitted(api, schedule, &buyer.access).await;
     let mut bought = Bought {
         seats: BTreeSet::new(),
         payment_id: None,
@@ -243,14 +228,7 @@ async fn buy(api: &Api, schedule: &str, buyer: &Account, i: usize) -> Bought {
         bought.payment_id = Some(paid["payment_id"].as_str().unwrap().to_string());
         break;
     }
-    let (s, body) = api
-        .command(
-            reqwest::Method::DELETE,
-            &format!("{queue}/me"),
-            &buyer.access,
-            None,
-        )
-        .await;
+    let (s, body) = leave(api, schedule, &buyer.access).await;
     assert!(
         s == StatusCode::NO_CONTENT || s == StatusCode::NOT_FOUND,
         "{s} {body}"

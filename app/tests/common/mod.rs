@@ -1046,24 +1046,7 @@ pub async fn buyers_for(api: &Api, n: usize) -> Vec<Account> {
 /// the seats each buyer holds.
 pub async fn run_buyers(api: &Api, schedule: &str, accounts: &[Account]) -> Vec<usize> {
     let tasks = accounts.iter().enumerate().map(|(i, buyer)| async move {
-        let queue = format!("/api/v1/schedules/{schedule}/queue");
-        let (s, body) = join(api, &queue, &buyer.access).await;
-        assert!(
-            s == StatusCode::CREATED || s == StatusCode::OK,
-            "{s} {body}"
-        );
-        loop {
-            let (s, body) = api.get(&format!("{queue}/me"), Some(&buyer.access)).await;
-            match body["status"].as_str() {
-                Some("ADMITTED") => break,
-                Some("WAITING") | Some("NOT_IN_QUEUE") => {}
-                // The read model is catching up; the answer says to retry.
-                None if s == StatusCode::SERVICE_UNAVAILABLE
-                    && body["code"] == "SCHEDULE_NOT_READY" => {}
-                other => panic!("unexpected queue status {other:?}: {body}"),
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        join_and_wait_admitted(api, schedule, &buyer.access).await;
         let mut held = 0;
         for attempt in 0..20 {
             match try_hold(api, schedule, &buyer.access, i, attempt).await {
@@ -1075,14 +1058,7 @@ pub async fn run_buyers(api: &Api, schedule: &str, accounts: &[Account]) -> Vec<
                 HoldTry::NoneFree => break,
             }
         }
-        let (s, body) = api
-            .command(
-                reqwest::Method::DELETE,
-                &format!("{queue}/me"),
-                &buyer.access,
-                None,
-            )
-            .await;
+        let (s, body) = leave(api, schedule, &buyer.access).await;
         assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
         held
     });
@@ -2030,4 +2006,32 @@ pub async fn start_ingress_and_sink(
     let api = Api::new(addr);
     api.wait_ready().await;
     (api, tasks)
+}
+
+/// Joins the schedule's line (retried through 503s) and waits until ADMITTED.
+pub async fn join_and_wait_admitted(api: &Api, schedule: &str, token: &str) {
+    let queue = format!("/api/v1/schedules/{schedule}/queue");
+    let (s, body) = join(api, &queue, token).await;
+    assert!(
+        s == StatusCode::CREATED || s == StatusCode::OK,
+        "{s} {body}"
+    );
+    loop {
+        let (s, body) = api.get(&format!("{queue}/me"), Some(token)).await;
+        match body["status"].as_str() {
+            Some("ADMITTED") => return,
+            Some("WAITING") | Some("NOT_IN_QUEUE") => {}
+            // The read model is catching up; the answer says to retry.
+            None if s == StatusCode::SERVICE_UNAVAILABLE
+                && body["code"] == "SCHEDULE_NOT_READY" => {}
+            other => panic!("unexpected queue status {other:?}: {body}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// `DELETE .../queue/me`, retried through 503s with one Idempotency-Key.
+pub async fn leave(api: &Api, schedule: &str, token: &str) -> (StatusCode, Value) {
+    let me = format!("/api/v1/schedules/{schedule}/queue/me");
+    api.command(reqwest::Method::DELETE, &me, token, None).await
 }
