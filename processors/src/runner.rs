@@ -105,6 +105,7 @@ impl SnapshotTracker {
 /// How long to wait before trying a failed transport or registry call again.
 const RETRY_AFTER: Duration = Duration::from_millis(250);
 const LAG_EVERY: Duration = Duration::from_secs(5);
+const UNAVAILABLE_WARN_EVERY: Duration = Duration::from_secs(5);
 
 /// A deterministic id for the `index`-th output of an input: a decision that is
 /// redone after an aborted transaction produces the same event ids.
@@ -153,6 +154,7 @@ impl<S: TransactionalStream> ScheduleProcessor<S> {
     pub async fn run(mut self, shutdown: Shutdown) -> Result<(), ProcessorError> {
         let mut next_tick = Instant::now() + self.config.tick_every;
         let mut next_lag = Instant::now() + LAG_EVERY;
+        let mut last_unavailable_warning: Option<Instant> = None;
         let result = loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             let event = tokio::select! {
@@ -182,7 +184,16 @@ impl<S: TransactionalStream> ScheduleProcessor<S> {
                 }
                 Err(TransportError::Closed) => Err(ProcessorError::Fenced),
                 Err(e) => {
-                    tracing::warn!(processor = %self.config.name, error = %e, "the log is unavailable; retrying");
+                    // Retried every RETRY_AFTER for as long as the broker is
+                    // away: one warning per interval, the rest at debug.
+                    if last_unavailable_warning
+                        .is_none_or(|at: Instant| at.elapsed() >= UNAVAILABLE_WARN_EVERY)
+                    {
+                        last_unavailable_warning = Some(Instant::now());
+                        tracing::warn!(processor = %self.config.name, error = %e, "the log is unavailable; retrying");
+                    } else {
+                        tracing::debug!(processor = %self.config.name, error = %e, "the log is unavailable; retrying");
+                    }
                     tokio::time::sleep(RETRY_AFTER).await;
                     Ok(())
                 }
