@@ -14,7 +14,7 @@ use ticketing_ingress::replies::PendingReplies;
 use ticketing_ingress::router;
 use ticketing_payments::http::PgClient;
 use ticketing_processors::{ProcessorConfig, ScheduleProcessor};
-use ticketing_runtime::shutdown::Shutdown;
+use ticketing_runtime::shutdown::{Shutdown, ShutdownTrigger};
 use ticketing_runtime::{ops_router, Health, Metrics};
 use ticketing_schemas::{topics, EventCodec, HttpSchemaRegistry};
 use ticketing_sinks::bookings::BookingSink;
@@ -315,18 +315,7 @@ pub async fn run_sink(
         ops_router(metrics.clone(), readiness.clone()),
         shutdown.clone(),
     );
-    let stopping = shutdown.clone();
-    let ended = |name: &'static str| {
-        let (readiness, stop_all, shutdown) = (readiness.clone(), &stop_all, stopping.clone());
-        move |result: Result<(), ticketing_transport::TransportError>| {
-            if !shutdown.is_triggered() {
-                tracing::error!(sink = name, outcome = ?result, "a sink stopped on its own; the process stops");
-                readiness.set_ready(false);
-                stop_all.trigger();
-            }
-            result
-        }
-    };
+    let asked = shutdown.clone();
     let cql = Arc::new(cql);
     let catalog = runner::run(
         consumer,
@@ -363,12 +352,13 @@ pub async fn run_sink(
         shutdown,
     );
     readiness.set_ready(true);
+    let end = |name, run| ends_the_process(name, run, &readiness, &stop_all, &asked);
     let (catalog, projection, payments, bookings, request_logs) = (
-        async { ended("catalog")(catalog.await) },
-        async { ended("schedule-view")(projection.await) },
-        async { ended("payments")(payments.await) },
-        async { ended("bookings")(bookings.await) },
-        async { ended("request-logs")(request_logs.await) },
+        end("sink catalog", catalog),
+        end("sink schedule-view", projection),
+        end("sink payments", payments),
+        end("sink bookings", bookings),
+        end("sink request-logs", request_logs),
     );
     let (ops, catalog, projection, payments, bookings, request_logs) =
         tokio::join!(ops, catalog, projection, payments, bookings, request_logs);
@@ -422,16 +412,35 @@ pub async fn run_processor(
     config.snapshot_every = settings.snapshot_every.max(1);
     let processor = ScheduleProcessor::new(stream, codec, config, metrics);
     readiness.set_ready(true);
-    let processed = async {
-        let result = processor.run(shutdown.clone()).await;
-        readiness.set_ready(false);
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "the schedule processor stopped; the process exits");
-        }
-        stop_ops.trigger();
-        result
-    };
+    let processed = ends_the_process(
+        "processor",
+        processor.run(shutdown.clone()),
+        &readiness,
+        &stop_ops,
+        &shutdown,
+    );
     let (ops, processed) = tokio::join!(ops, processed);
     processed.context("schedule processor")?;
     ops
+}
+
+/// Runs one of the process's main loops. If it ends while nobody asked the
+/// process to stop (`asked` not triggered: fenced for good, a consumer failed
+/// for good), the process turns unready and `stop` ends its other servers, so
+/// it exits and an orchestrator restarts it, instead of living on, ready,
+/// without that loop.
+async fn ends_the_process<E: std::fmt::Debug>(
+    name: &'static str,
+    run: impl std::future::Future<Output = Result<(), E>>,
+    health: &Health,
+    stop: &ShutdownTrigger,
+    asked: &Shutdown,
+) -> Result<(), E> {
+    let result = run.await;
+    if !asked.is_triggered() {
+        tracing::error!(role = name, outcome = ?result, "a main loop stopped on its own; the process stops");
+        health.set_ready(false);
+        stop.trigger();
+    }
+    result
 }

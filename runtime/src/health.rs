@@ -93,10 +93,6 @@ impl Health {
             Err(why.join("; "))
         }
     }
-
-    pub fn is_ready(&self) -> bool {
-        self.readiness().is_ok()
-    }
 }
 
 #[cfg(test)]
